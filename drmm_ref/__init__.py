@@ -1,0 +1,26 @@
+"""drmm_ref: reference implementation of the Deep Rendering Mixture Model.
+
+Patel, Nguyen & Baraniuk, "A Probabilistic Framework for Deep Learning", NIPS 2016
+(arXiv:1612.01936). The mathematics implemented here is written out in SPEC.md; code cites its
+sections (e.g. "SPEC §2, D1").
+
+Layers: ``drmm_ref._backend`` (namespaces, devices, host copies, random numbers) ->
+``drmm_ref.primitives`` (conv, pool, relu and their adjoints/VJPs) -> models (``drmm_ref.rmm``,
+the deep model at the top level) -> learning -> command line.
+"""
+
+from . import primitives
+from ._backend import get_namespace, namespace_name, random_integers, random_normal, random_uniform, to_numpy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "get_namespace",
+    "namespace_name",
+    "primitives",
+    "random_integers",
+    "random_normal",
+    "random_uniform",
+    "to_numpy",
+]

@@ -1,0 +1,228 @@
+"""Array namespace, device and host-copy handling: the one module that knows about backends.
+
+Every other module of :mod:`drmm_ref` gets its namespace from :func:`get_namespace` and moves
+data to the host with :func:`to_numpy`. CuPy is imported lazily, only when a caller asks for
+``xp="cupy"``; importing :mod:`drmm_ref` never imports it (STYLE, "Arrays and backends").
+
+Conventions
+-----------
+* A *namespace* is an Array API standard namespace as returned by
+  :func:`array_api_compat.array_namespace` (``array_api_compat.numpy`` for NumPy arrays,
+  ``array_api_compat.cupy`` for CuPy arrays, ``array_api_strict`` itself for strict arrays).
+* Functions that take arrays infer the namespace from them; a keyword-only ``xp=None``
+  overrides it. The override may be a module (``numpy``, ``cupy``, ``array_api_strict``), a
+  compat namespace, or one of the names ``"numpy"``, ``"cupy"``, ``"array_api_strict"``.
+* Random numbers are always drawn on the host with :func:`numpy.random.default_rng` and then
+  moved to the target namespace and device, so a seed gives the same numbers on every backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "get_namespace",
+    "resolve_namespace",
+    "namespace_name",
+    "device_of",
+    "check_same_device",
+    "to_numpy",
+    "asarray",
+    "random_normal",
+    "random_uniform",
+    "random_integers",
+    "is_floating",
+    "is_integer",
+]
+
+_NAMES = ("numpy", "cupy", "array_api_strict")
+
+
+def resolve_namespace(xp: Any) -> Any:
+    """Return the Array API namespace for a module, a compat namespace or a backend name.
+
+    Parameters
+    ----------
+    xp : module or str
+        ``numpy``, ``cupy``, ``array_api_strict`` (modules or their names), or a namespace
+        already returned by :func:`get_namespace`.
+
+    Raises
+    ------
+    ValueError
+        If ``xp`` is a string naming no known backend.
+    ImportError
+        If the named backend is not installed (CuPy without a CUDA install, say).
+    """
+    if isinstance(xp, str):
+        if xp not in _NAMES:
+            raise ValueError(f"xp={xp!r} is not a known backend; use one of {_NAMES}")
+        module = importlib.import_module(xp)
+    else:
+        module = xp
+    # An array made by the module tells array_api_compat which namespace wraps it.
+    try:
+        probe = module.asarray(0.0)
+    except Exception as exc:  # pragma: no cover - a module that cannot make arrays
+        raise TypeError(f"xp={xp!r} is not an array namespace (it cannot make an array)") from exc
+    return array_api_compat.array_namespace(probe)
+
+
+def namespace_name(xp: Any) -> str:
+    """Short name of a namespace: ``'numpy'``, ``'cupy'``, ``'array_api_strict'`` or its module name."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return "numpy"
+    if array_api_compat.is_cupy_namespace(xp):
+        return "cupy"
+    if array_api_compat.is_array_api_strict_namespace(xp):
+        return "array_api_strict"
+    return getattr(xp, "__name__", repr(xp))
+
+
+def get_namespace(*arrays: Any, xp: Any = None, names: tuple[str, ...] | None = None) -> Any:
+    """Namespace of ``arrays`` (``None`` entries ignored), or the ``xp`` override.
+
+    All arrays must come from one namespace and sit on one device.
+
+    Parameters
+    ----------
+    *arrays : arrays or None
+        The array arguments of the calling function.
+    xp : module or str, optional
+        Override. When given, every array must already belong to it.
+    names : tuple of str, optional
+        Argument names matching ``arrays``, used in error messages.
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an array, or the arrays come from different namespaces, or an
+        array does not belong to the override ``xp``.
+    ValueError
+        If the arrays sit on different devices.
+    """
+    labels = names if names is not None else tuple(f"argument {i}" for i in range(len(arrays)))
+    present = [(label, a) for label, a in zip(labels, arrays) if a is not None]
+    spaces = []
+    for label, a in present:
+        if not array_api_compat.is_array_api_obj(a):
+            raise TypeError(f"{label} must be an array, got {type(a).__name__}")
+        spaces.append((label, array_api_compat.array_namespace(a)))
+    if xp is not None:
+        target = resolve_namespace(xp)
+    elif spaces:
+        target = spaces[0][1]
+    else:
+        raise TypeError("no array arguments to infer the namespace from; pass xp=")
+    for label, space in spaces:
+        if space is not target:
+            raise TypeError(
+                f"{label} is a {namespace_name(space)} array but the computation uses "
+                f"{namespace_name(target)}; move all arrays to one namespace (drmm_ref.to_numpy / xp.asarray)"
+            )
+    check_same_device(*[a for _, a in present], names=tuple(label for label, _ in present))
+    return target
+
+
+def device_of(x: Any) -> Any:
+    """The device an array lives on (:func:`array_api_compat.device`)."""
+    return array_api_compat.device(x)
+
+
+def check_same_device(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
+    """Return the common device of ``arrays``; raise ``ValueError`` naming the odd one out."""
+    labels = names if names is not None else tuple(f"argument {i}" for i in range(len(arrays)))
+    common = None
+    first = None
+    for label, a in zip(labels, arrays):
+        if a is None:
+            continue
+        dev = device_of(a)
+        if common is None:
+            common, first = dev, label
+        elif dev != common:
+            raise ValueError(
+                f"{label} is on device {dev} but {first} is on device {common}; "
+                "move the arrays to one device first"
+            )
+    return common
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any supported namespace to a host :class:`numpy.ndarray`.
+
+    NumPy arrays are returned as they are (no copy); CuPy arrays are copied from the device;
+    other Array API arrays go through DLPack.
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if np.isscalar(x):
+        return np.asarray(x)
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_array_api_obj(x):
+        try:
+            return np.from_dlpack(x)
+        except (TypeError, BufferError, RuntimeError):
+            return np.asarray(x)
+    raise TypeError(f"x must be an array, got {type(x).__name__}")
+
+
+def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
+    """Move host data (NumPy array, list, scalar) to namespace ``xp`` on ``device``."""
+    space = resolve_namespace(xp)
+    host = to_numpy(x) if array_api_compat.is_array_api_obj(x) else np.asarray(x)
+    if array_api_compat.is_cupy_namespace(space) and device is not None:
+        with device:
+            return space.asarray(host, dtype=dtype)
+    if array_api_compat.is_cupy_namespace(space):
+        return space.asarray(host, dtype=dtype)
+    return space.asarray(host, dtype=dtype, device=device)
+
+
+def _rng(seed: Any) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence)):
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be an int, a numpy SeedSequence or Generator, got {type(seed).__name__}")
+
+
+def _float_dtype_name(dtype: Any) -> str:
+    name = str(dtype) if not isinstance(dtype, str) else dtype
+    for candidate in ("float64", "float32"):
+        if candidate in name:
+            return candidate
+    raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+
+
+def random_normal(shape, seed=None, *, dtype="float64", xp="numpy", device=None, scale=1.0):
+    """Standard normal samples times ``scale``, drawn on the host and moved to ``xp``/``device``."""
+    host = _rng(seed).standard_normal(size=tuple(shape)) * scale
+    return asarray(host.astype(_float_dtype_name(dtype)), xp=xp, device=device)
+
+
+def random_uniform(shape, seed=None, *, low=0.0, high=1.0, dtype="float64", xp="numpy", device=None):
+    """Uniform samples on ``[low, high)``, drawn on the host and moved to ``xp``/``device``."""
+    host = _rng(seed).uniform(low, high, size=tuple(shape))
+    return asarray(host.astype(_float_dtype_name(dtype)), xp=xp, device=device)
+
+
+def random_integers(shape, high, seed=None, *, low=0, xp="numpy", device=None):
+    """Integers on ``[low, high)`` (int64), drawn on the host and moved to ``xp``/``device``."""
+    host = _rng(seed).integers(low, high, size=tuple(shape), dtype=np.int64)
+    return asarray(host, xp=xp, device=device)
+
+
+def is_floating(x: Any, xp: Any) -> bool:
+    """True when ``x`` has a real floating dtype."""
+    return xp.isdtype(x.dtype, "real floating")
+
+
+def is_integer(x: Any, xp: Any) -> bool:
+    """True when ``x`` has an integer dtype (signed or unsigned)."""
+    return xp.isdtype(x.dtype, "integral")

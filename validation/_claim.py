@@ -1,0 +1,183 @@
+"""What every claim script shares: its description, its command line, its record.
+
+A claim script is a module of :mod:`validation` (name not starting with ``_``) with
+
+* ``CLAIM``: a :class:`Claim` (id, kind, paper reference, statement, assumptions);
+* ``run(args) -> Result``: the measurement itself, given the parsed command line;
+* ``main(argv=None) -> dict``: ``return run_claim(CLAIM, run, argv)``, which parses the command
+  line, times ``run``, builds the record, writes ``<out>/<id>.json`` atomically and returns the record.
+
+The record has the fields the project promises (issue 2): ``id, kind, status, passed, paper_ref,
+statement, assumptions, measured, tolerance, backend, dtype, seed, seconds, data_source,
+command`` plus ``mode``, ``summary`` (one line for the table), ``versions``, ``host`` and ``date``.
+
+``kind`` is ``identity`` (a derivation that must hold: its ``fail`` is a bug and makes
+``python -m validation`` exit 1) or ``replication`` (a paper number that is measured: its ``fail``
+is an honest result). ``status`` is one of ``pass``, ``fail``, ``measured``, ``skipped``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+KINDS = ("identity", "replication")
+STATUSES = ("pass", "fail", "measured", "skipped")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = {"quick": REPO_ROOT / "results" / "quick", "full": REPO_ROOT / "results" / "full"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """Static description of a claim: what it states and where the paper (or SPEC) says it."""
+
+    id: str
+    kind: str
+    paper_ref: str
+    statement: str
+    assumptions: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"Claim kind must be one of {KINDS}, got {self.kind!r}")
+
+    @property
+    def module(self) -> str:
+        return "validation." + self.id.replace("-", "_")
+
+
+@dataclasses.dataclass
+class Result:
+    """What ``run`` measured. ``measured`` must be JSON-serialisable (plain floats, ints, lists, dicts)."""
+
+    status: str
+    measured: dict[str, Any]
+    tolerance: Any
+    summary: str
+    dtype: str = "float64"
+    data_source: str = "synthetic (seeded)"
+    extra_assumptions: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"Result status must be one of {STATUSES}, got {self.status!r}")
+
+
+def build_parser(claim: Claim) -> argparse.ArgumentParser:
+    """The command line every claim script accepts."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {claim.module}",
+        description=f"[{claim.kind}] {claim.id}: {claim.statement}",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="reduced run, minutes at most, never downloads (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="the run whose record gives the verdict (results/full/)")
+    parser.set_defaults(mode="quick")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the JSON record (default results/quick or results/full)")
+    parser.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    parser.add_argument("--backend", default="numpy", choices=("numpy", "array_api_strict", "cupy"),
+                        help="array namespace the claim runs on (default numpy)")
+    return parser
+
+
+def _versions(backend: str) -> dict[str, str]:
+    import numpy
+    import scipy
+
+    import drmm_ref
+
+    out = {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
+           "drmm_ref": drmm_ref.__version__}
+    if backend != "numpy":
+        try:
+            out[backend] = __import__(backend).__version__
+        except Exception:  # pragma: no cover - reported, not fatal
+            out[backend] = "unavailable"
+    return out
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON (no NaN or inf allowed) to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def command_line(claim: Claim, args: argparse.Namespace) -> str:
+    """The exact command that reproduces this record from the repository root."""
+    parts = ["python", "-m", "validation", "--only", claim.id, f"--{args.mode}", "--seed", str(args.seed)]
+    if args.backend != "numpy":
+        parts += ["--backend", args.backend]
+    if args.out is not None and Path(args.out).resolve() != DEFAULT_OUT[args.mode].resolve():
+        parts += ["--out", str(args.out)]
+    return shlex.join(parts)
+
+
+def make_record(claim: Claim, result: Result, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+    """Assemble the JSON record of one claim run."""
+    return {
+        "id": claim.id,
+        "kind": claim.kind,
+        "status": result.status,
+        "passed": result.status == "pass",
+        "paper_ref": claim.paper_ref,
+        "statement": claim.statement,
+        "assumptions": list(claim.assumptions) + list(result.extra_assumptions),
+        "measured": result.measured,
+        "summary": result.summary,
+        "tolerance": result.tolerance,
+        "backend": args.backend,
+        "dtype": result.dtype,
+        "seed": args.seed,
+        "mode": args.mode,
+        "seconds": round(seconds, 3),
+        "data_source": result.data_source,
+        "command": command_line(claim, args),
+        "versions": _versions(args.backend),
+        "host": {"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_claim(claim: Claim, run: Callable[[argparse.Namespace], Result], argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv``, run the claim, write ``<out>/<id>.json`` and return the record."""
+    args = build_parser(claim).parse_args(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out) if args.out is not None else DEFAULT_OUT[args.mode]
+    start = time.perf_counter()
+    result = run(args)
+    record = make_record(claim, result, args, time.perf_counter() - start)
+    write_json_atomic(out / f"{claim.id}.json", record)
+    return record
+
+
+def exit_code(record: dict[str, Any]) -> int:
+    """1 for a failed identity claim, else 0 (a replication ``fail`` is a result, not an error)."""
+    return 1 if record["kind"] == "identity" and record["status"] == "fail" else 0
