@@ -42,7 +42,7 @@ BACKENDS = [
 ]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKENDS, scope="session")
 def xp(request):
     """An Array API namespace: NumPy (compat), array_api_strict, or CuPy when a GPU is present."""
     from drmm_ref._backend import resolve_namespace

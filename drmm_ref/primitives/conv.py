@@ -159,13 +159,20 @@ def conv2d_transpose(y: Any, weight: Any, padding: int = 0, *, xp: Any = None) -
     h, w = ho - 2 * q + k - 1, wo - 2 * q + k - 1
     if h < 1 or w < 1:
         raise ValueError(f"padding {q} is too large for kernel {k} and y of side {ho}x{wo}: the input side would be {h}x{w}")
-    # Full correlation with the flipped, in/out-swapped filters, then crop the padding.
-    flipped = xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))
-    pad, crop = max(k - 1 - q, 0), max(q - (k - 1), 0)
-    full = conv2d(y, flipped, pad, xp=xp)
-    if crop:
-        full = full[:, :, crop : crop + h, crop : crop + w]
-    return full
+    # col2im: each output value spreads W[o] over a k x k patch of the padded input; the k*k
+    # shifted patches are added into a zero canvas of side Ho + k - 1 = H + 2q, then the padding
+    # is cropped. This is the transpose of _unfold, term by term, so the adjoint is exact for any q.
+    wmat = _weight_matrix(weight, xp)  # (O, k*k*C)
+    outs = []
+    for s, e in _batch_chunks(n, k * k * c * ho * wo):
+        g = xp.reshape(xp.permute_dims(y[s:e, ...], (1, 0, 2, 3)), (o, (e - s) * ho * wo))
+        cols = xp.reshape(xp.matmul(xp.matrix_transpose(wmat), g), (k * k, c, e - s, ho, wo))
+        canvas = xp.zeros((c, e - s, ho + k - 1, wo + k - 1), dtype=y.dtype, device=device_of(y))
+        for i in range(k):
+            for j in range(k):
+                canvas[:, :, i : i + ho, j : j + wo] = canvas[:, :, i : i + ho, j : j + wo] + cols[i * k + j, ...]
+        outs.append(xp.permute_dims(canvas[:, :, q : q + h, q : q + w], (1, 0, 2, 3)))
+    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
 
 
 def conv2d_vjp_input(grad_out: Any, weight: Any, padding: int = 0, *, xp: Any = None) -> Any:

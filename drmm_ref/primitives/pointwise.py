@@ -61,7 +61,10 @@ def logsumexp(x: Any, axis: Any = -1, *, keepdims: bool = False, xp: Any = None)
     m = xp.max(x, axis=axes, keepdims=True)
     zero = xp.zeros((), dtype=x.dtype, device=device_of(x))
     m = xp.where(xp.isfinite(m), m, zero)  # all -inf slice: shift by 0, log(0) = -inf below
-    out = xp.log(xp.sum(xp.exp(x - m), axis=axes, keepdims=True)) + m
+    total = xp.sum(xp.exp(x - m), axis=axes, keepdims=True)
+    one = xp.ones((), dtype=x.dtype, device=device_of(x))
+    neg_inf = xp.full((), -float("inf"), dtype=x.dtype, device=device_of(x))
+    out = xp.where(total > 0, xp.log(xp.where(total > 0, total, one)), neg_inf) + m
     return out if keepdims else xp.squeeze(out, axis=axes)
 
 
