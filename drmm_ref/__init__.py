@@ -11,11 +11,16 @@ the deep model at the top level) -> learning -> command line.
 
 from . import primitives
 from ._backend import get_namespace, namespace_name, random_integers, random_normal, random_uniform, to_numpy
+from . import drmm
+from .drmm import (PRESETS, BottomUp, DRMMParams, Latents, Layer, Network, Rendering, Sample, bottom_up, init_params,
+                   log_joint, preset, render, sample, top_down)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "BottomUp", "DRMMParams", "Latents", "Layer", "Network", "PRESETS", "Rendering", "Sample",
+    "bottom_up", "drmm", "init_params", "log_joint", "preset", "render", "sample", "top_down",
     "get_namespace",
     "namespace_name",
     "primitives",

@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import _backend
 from .. import primitives as P
+from ..numerics import dtype_name
 from ._common import as_classes, host_rng
 from .latents import Latents, check_latents
 from .params import DRMMParams, template_maps
@@ -194,8 +195,7 @@ def sample(params: DRMMParams, n: int, seed: Any = 0, *, classes: Any = None, no
     images = rendering.image
     if noise:
         eps = rng.standard_normal((n,) + net.image_shape) * np.sqrt(params.noise_variance)
-        dtype = str(_backend.to_numpy(images[:1, ...]).dtype)
-        images = images + _backend.asarray(eps.astype(dtype), xp=xp, device=params.device)
+        images = images + _backend.asarray(eps.astype(dtype_name(params.dtype)), xp=xp, device=params.device)
     return Sample(images, classes, latents, rendering)
 
 
