@@ -40,13 +40,15 @@ def conv2d_output_side(side: int, kernel: int, padding: int) -> int:
     return side + 2 * padding - kernel + 1
 
 
-def _pad(x: Any, q: int, xp: Any) -> Any:
-    """Zero-pad the two spatial axes of an NCHW array by ``q`` on every side."""
-    if q == 0:
-        return x
+def _channels_first_padded(x: Any, q: int, xp: Any) -> Any:
+    """``(C, N, H + 2q, W + 2q)`` contiguous copy of an NCHW array, zero-padded by ``q``.
+
+    Channels-first (CNHW) makes every shifted view read whole rows, which keeps the unfolding
+    below memory-friendly on every backend.
+    """
     n, c, h, w = x.shape
-    out = xp.zeros((n, c, h + 2 * q, w + 2 * q), dtype=x.dtype, device=device_of(x))
-    out[:, :, q : q + h, q : q + w] = x
+    out = xp.zeros((c, n, h + 2 * q, w + 2 * q), dtype=x.dtype, device=device_of(x))
+    out[:, :, q : q + h, q : q + w] = xp.permute_dims(x, (1, 0, 2, 3))
     return out
 
 
@@ -54,7 +56,7 @@ def _unfold(x: Any, k: int, q: int, xp: Any) -> tuple[Any, int, int]:
     """im2col: ``(k*k*C, N*Ho*Wo)`` matrix whose row ``(i*k + j)*C + c`` holds ``xpad[:, c, i:, j:]``."""
     n, c, h, w = x.shape
     ho, wo = conv2d_output_side(h, k, q), conv2d_output_side(w, k, q)
-    xt = xp.permute_dims(_pad(x, q, xp), (1, 0, 2, 3))  # (C, N, Hp, Wp)
+    xt = _channels_first_padded(x, q, xp)  # (C, N, Hp, Wp)
     views = [xt[:, :, i : i + ho, j : j + wo] for i in range(k) for j in range(k)]
     cols = xp.stack(views, axis=0)  # (k*k, C, N, Ho, Wo)
     return xp.reshape(cols, (k * k * c, n * ho * wo)), ho, wo
