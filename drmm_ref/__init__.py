@@ -10,6 +10,7 @@ the deep model at the top level) -> learning -> command line.
 """
 
 from . import primitives
+from . import rmm
 from ._backend import get_namespace, namespace_name, random_integers, random_normal, random_uniform, to_numpy
 from . import drmm
 from .drmm import (PRESETS, BottomUp, DRMMParams, Latents, Layer, Network, Rendering, Sample, bottom_up, init_params,
@@ -24,6 +25,7 @@ __all__ = [
     "get_namespace",
     "namespace_name",
     "primitives",
+    "rmm",
     "random_integers",
     "random_normal",
     "random_uniform",

@@ -137,11 +137,12 @@ def load_params(path: str | os.PathLike, *, xp: Any = "numpy", device: Any = Non
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise DRMMFileError(f"{path}: unreadable or corrupted parameter file ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DRMMFileError(f"{path}: format {meta.get('format') if isinstance(meta, dict) else meta!r} is not {FORMAT!r}")
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise DRMMFileError(f"{path}: format {found!r} is not {FORMAT!r}")
     version = meta.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise DRMMFileError(f"{path}: format version {version!r} is not supported (this library reads 1..{FORMAT_VERSION}); "
-                            "upgrade drmm_ref")
+        raise DRMMFileError(f"{path}: format version {version!r} is not supported "
+                            f"(this library reads 1..{FORMAT_VERSION}); upgrade drmm_ref")
     if _checksum(arrays) != meta.get("checksum"):
         raise DRMMFileError(f"{path}: checksum mismatch: the file is corrupted or was edited")
     try:

@@ -44,7 +44,8 @@ def as_classes(classes: Any, n_classes: int, n: int | None, xp: Any, device: Any
     if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
         c = operator.index(classes)
         if not 0 <= c < n_classes:
-            raise ValueError(f"{name}={c} is out of range: the network has K = {n_classes} classes (0..{n_classes - 1})")
+            raise ValueError(f"{name}={c} is out of range: the network has K = {n_classes} classes "
+                             f"(0..{n_classes - 1})")
         if n is None:
             raise ValueError(f"{name} is a single int; pass an array of shape (N,) when N is not otherwise known")
         return xp.full((n,), c, dtype=xp.int64, device=device)

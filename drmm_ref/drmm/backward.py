@@ -36,7 +36,7 @@ from .render import Rendering
 __all__ = ["Gradients", "backward", "render_vjp"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Gradients:
     """Cotangents of the inputs and parameters (parameter ones summed over the batch).
 
@@ -144,7 +144,8 @@ def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
     Returns
     -------
     Gradients
-        ``filters`` and ``class_templates`` set; ``input`` holds ``zbar`` of nothing (None).
+        ``filters`` and ``class_templates`` set (``input``, ``biases``, ``class_biases`` are None: rendering
+        does not use them).
     """
     xp, net = params.xp, params.net
     extra = dict(grad_renderings or {})
@@ -176,5 +177,6 @@ def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
     n = g.shape[0]
     dims = math.prod(g.shape[1:])
     oh = one_hot(rendering.classes, net.n_classes, params.dtype, xp)  # (N, K)
-    mubar = xp.reshape(xp.matmul(xp.matrix_transpose(oh), xp.reshape(g, (n, dims))), (net.n_classes,) + tuple(g.shape[1:]))
+    mubar = xp.matmul(xp.matrix_transpose(oh), xp.reshape(g, (n, dims)))
+    mubar = xp.reshape(mubar, (net.n_classes,) + tuple(g.shape[1:]))
     return Gradients(filters=tuple(wbar), class_templates=_fold_templates(params, mubar))

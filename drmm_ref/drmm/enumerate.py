@@ -38,6 +38,9 @@ MAX_CONFIGURATIONS = 1 << 16
 def enumerate_latents(net: Any, *, xp: Any = "numpy", device: Any = None,
                       max_configurations: int = MAX_CONFIGURATIONS) -> Latents:
     """Every latent configuration of ``net`` as one :class:`Latents` batch of size ``prod_l |G^(l)|``."""
+    if net.log10_latent_configurations() > 18:
+        raise ValueError(f"network {net.name!r} has 10^{net.log10_latent_configurations():.0f} latent configurations "
+                         f"per class; the brute-force oracle is for tiny nets (<= {max_configurations})")
     total = net.latent_configurations()
     if total > max_configurations:
         raise ValueError(f"network {net.name!r} has {total} latent configurations per class, more than "
@@ -56,7 +59,7 @@ def enumerate_latents(net: Any, *, xp: Any = "numpy", device: Any = None,
     return Latents(tuple(positions), tuple(switches))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Enumeration:
     """Every (c, g) of a tiny DRMM rendered.
 
@@ -157,8 +160,8 @@ def random_tiny_network(seed: Any = 0, *, max_configurations: int = MAX_CONFIGUR
     rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
     for _ in range(10_000):
         n_layers = int(rng.integers(1, 4))
-        layers = [Layer(int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(0, 2)), int(rng.integers(1, 3)))
-                  for _ in range(n_layers)]
+        layers = [Layer(channels=int(rng.integers(1, 4)), kernel=int(rng.integers(1, 4)),
+                        padding=int(rng.integers(0, 2)), pool=int(rng.integers(1, 3))) for _ in range(n_layers)]
         side = int(rng.integers(2, max_side + 1))
         try:
             net = Network((int(rng.integers(1, 3)), side, side), tuple(layers), int(rng.integers(2, 4)),

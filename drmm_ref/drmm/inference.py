@@ -10,7 +10,10 @@ SPEC §2 (Patel et al. 2016, §2.2). The bottom-up pass is
 and its latents are ``t^(l)`` = the positions returned by ``maxpool(relu(u^(l)))`` (first maximum,
 so ``t = 0`` in windows where every ``u <= 0``) and ``a^(l) = [select_t(u^(l)) > 0]``. Since
 the first maximum of ``relu(u)`` over a window is ``relu(u[t])``, ``a^(l) = [h^(l) > 0]``, which is
-how it is computed.
+how it is computed. Implementation: ``maxpool(relu(u)) = relu(maxpool(u))`` with the same first
+maximum wherever the window maximum is positive, so the pass pools ``u`` first and sets ``t = 0``
+where ``a = 0`` (the ReLU then runs on the pooled grid; the result is identical, see the tests'
+loop oracle).
 
 Claim D1: with zero biases ``<mu_c, h^(L)(I)> = <mu_{c,g*}, I> <= max_g <mu_{c,g}, I>`` with
 equality when every partial rendering is non-negative. Claim D2: ``top_down`` from the bottom-up
@@ -32,10 +35,10 @@ from .latents import Latents, check_latents
 from .params import DRMMParams, template_maps
 from .render import Rendering, render
 
-__all__ = ["BottomUp", "bottom_up", "top_down", "log_joint", "log_prior_latents", "class_scores"]
+__all__ = ["BottomUp", "bottom_up", "bottom_up_layer", "top_down", "log_joint", "log_prior_latents", "class_scores"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class BottomUp:
     """Everything the bottom-up pass computes, including what a backward pass needs.
 
@@ -77,6 +80,28 @@ def class_scores(params: DRMMParams, top: Any) -> Any:
     return xp.matmul(flat_h, xp.matrix_transpose(flat_mu)) + xp.reshape(params.class_biases, (1, mu.shape[0]))
 
 
+def bottom_up_layer(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, Any]:
+    """One layer of the bottom-up pass: ``h^(l-1) -> (u^(l), h^(l), t^(l), a^(l))`` (no argument checks).
+
+    ``maxpool(relu(u)) = relu(maxpool(u))`` with the same first maximum wherever the window maximum
+    is positive; where it is 0 every ``u <= 0`` and SPEC's position is 0. So ``u`` is pooled first
+    and ``t`` set to 0 where ``a = 0`` (the ReLU then runs on the pooled grid).
+    """
+    xp = params.xp
+    layer = params.net.layers[l - 1]
+    u = P.conv2d(h, params.filters[l - 1], layer.padding, xp=xp) + channel_bias(params.biases[l - 1], xp)
+    if layer.pool > 1:
+        m, t = P.maxpool2d(u, layer.pool, xp=xp)
+        h = P.relu(m, xp=xp)
+        a = h > 0  # = [select_t(u) > 0]
+        t = xp.where(a, t, xp.zeros((), dtype=t.dtype, device=_backend.device_of(t)))
+    else:
+        h = P.relu(u, xp=xp)
+        a = h > 0
+        t = xp.zeros(h.shape, dtype=xp.int64, device=_backend.device_of(h))
+    return u, h, t, a
+
+
 def bottom_up(params: DRMMParams, images: Any) -> BottomUp:
     """The DCN forward = max-sum inference of the DRMM's latents, bottom up (SPEC §2).
 
@@ -99,22 +124,16 @@ def bottom_up(params: DRMMParams, images: Any) -> BottomUp:
     TypeError
         Wrong dtype, or another namespace than the parameters.
     """
-    xp = check_images(params, images)
+    check_images(params, images)
     net = params.net
     h = images
     features, pre, positions, switches = [images], [], [], []
     for l in range(1, net.L + 1):
-        layer = net.layers[l - 1]
-        u = P.conv2d(h, params.filters[l - 1], layer.padding, xp=xp) + channel_bias(params.biases[l - 1], xp)
-        r = P.relu(u, xp=xp)
-        if layer.pool > 1:
-            h, t = P.maxpool2d(r, layer.pool, xp=xp)
-        else:
-            h, t = r, xp.zeros(r.shape, dtype=xp.int64, device=_backend.device_of(r))
+        u, h, t, a = bottom_up_layer(params, l, h)
         pre.append(u)
         features.append(h)
         positions.append(t)
-        switches.append(h > 0)  # = [select_t(u) > 0]: the first max of relu(u) is relu(u[t])
+        switches.append(a)
     scores = class_scores(params, h)
     return BottomUp(tuple(features), tuple(pre), Latents(tuple(positions), tuple(switches)), scores)
 

@@ -20,7 +20,7 @@ from .. import _backend
 __all__ = ["Latents", "check_latents"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Latents:
     """Positions and switches of every unit of every layer, for a batch of N examples.
 
@@ -65,7 +65,8 @@ class Latents:
 def check_latents(net: Any, latents: Any, n: int | None, xp: Any, name: str = "latents") -> int:
     """Raise unless ``latents`` fit ``net`` (one pair per layer, shapes, dtypes, ranges); return N."""
     if not isinstance(latents, Latents):
-        raise TypeError(f"{name} must be a drmm_ref Latents (e.g. bottom_up(...).latents), got {type(latents).__name__}")
+        raise TypeError(f"{name} must be a drmm_ref Latents (e.g. bottom_up(...).latents), "
+                        f"got {type(latents).__name__}")
     if len(latents.positions) != net.L:
         raise ValueError(f"{name} has {len(latents.positions)} layers but network {net.name!r} has {net.L}")
     for l in range(1, net.L + 1):

@@ -29,18 +29,21 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
+from ..numerics import dtype_name
 from ._common import host_rng
 from .network import Network
 
 __all__ = ["DRMMParams", "init_params", "template_maps"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class DRMMParams:
     """Parameters of a DRMM and of the DCN that runs its max-sum inference (SPEC §2).
 
     All arrays share one namespace, device and floating dtype; the constructor checks their
     shapes against ``net`` and raises ``ValueError`` naming the offending field and layer.
+    Instances compare by identity (arrays have no single truth value); ``replace`` makes a
+    checked copy.
 
     Parameters
     ----------
@@ -135,7 +138,7 @@ class DRMMParams:
         def move(a):
             host = _backend.to_numpy(a)
             if dtype is not None:
-                host = host.astype(np.dtype(str(dtype).split(".")[-1]))
+                host = host.astype(dtype_name(dtype))
             return _backend.asarray(host, xp=space, device=device)
 
         return DRMMParams(self.net, tuple(move(w) for w in self.filters), tuple(move(b) for b in self.biases),

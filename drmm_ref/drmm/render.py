@@ -38,7 +38,7 @@ from .params import DRMMParams, template_maps
 __all__ = ["Rendering", "Sample", "render", "render_layer", "sample", "expected_rendering", "draw_latents"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Rendering:
     """The partial renderings of a batch: ``renderings[l] = z^(l)``, l = 0..L.
 
@@ -66,7 +66,7 @@ class Rendering:
         return self.renderings[0]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Sample:
     """Draws from the DRMM: noisy ``images``, their ``classes`` and ``latents``, and the ``rendering``."""
 

@@ -1,0 +1,175 @@
+"""Claim ``drmm-topdown-gradient`` (SPEC §2, D2): the top-down pass is the input gradient of the class score.
+
+On ``conv-small`` with random filters, random layer biases and random class biases, the top-down
+rendering from the bottom-up latents,
+
+    x_hat = Lambda^(1)_{g*} ... Lambda^(L)_{g*} mu_c        (``drmm_ref.top_down``)
+
+equals the vector-Jacobian product of ``s_c`` with respect to the image computed by chaining the
+primitives' VJPs (``drmm_ref.drmm.backward``, which never calls the renderer), for every class c,
+on Gaussian images and on images with exact zeros (zeroed pixels, a zero border, an all-zero
+image: ties and switched-off windows). Both equal central finite differences of the bottom-up
+score in float64 wherever the perturbed images keep the same latents (a perturbation that changes
+a latent crosses a kink; such coordinates are excluded and counted). With zero layer biases,
+``<x_hat, I> = s_c - b_c`` (positive homogeneity).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from drmm_ref import _backend
+from drmm_ref import drmm as D
+from drmm_ref.drmm._common import one_hot
+from drmm_ref.numerics import FD_ATOL, FD_RTOL, identity_tolerance
+
+from ._claim import Claim, Result, run_claim
+
+CLAIM = Claim(
+    id="drmm-topdown-gradient",
+    kind="identity",
+    paper_ref="Patel et al. 2016 §2.2-§3 (top-down inference = backpropagated gradient); SPEC §2, D2",
+    statement="top_down from the bottom-up latents equals the input VJP of the class score from the primitives' "
+    "generic backward pass (and central finite differences away from kinks); with zero layer biases "
+    "<x_hat, I> = s_c - b_c.",
+    assumptions=(
+        "conv-small preset (SPEC §6), He-normal filters, layer and class biases N(0, 0.1^2)",
+        "images: standard normal; standard normal with ~half the pixels and a 3-pixel border set to exactly 0; all zeros",
+        "finite differences: float64, step 1e-6, coordinates whose perturbation changes any latent excluded",
+    ),
+)
+
+FD_STEP = 1e-6
+
+
+def _images(rng, n, xp, dtype):
+    gauss = rng.standard_normal((n, 1, 28, 28))
+    zeros = rng.standard_normal((n, 1, 28, 28)) * (rng.random((n, 1, 28, 28)) < 0.5)
+    zeros[:, :, :3, :] = 0.0
+    zeros[:, :, -3:, :] = 0.0
+    zeros[:, :, :, :3] = 0.0
+    zeros[:, :, :, -3:] = 0.0
+    blank = np.zeros((1, 1, 28, 28))
+    put = lambda a: _backend.asarray(a.astype(dtype), xp=xp)  # noqa: E731
+    return {"gaussian": put(gauss), "with_zeros": put(np.concatenate([zeros, blank], axis=0))}
+
+
+def _same_latents(a: D.Latents, b: D.Latents, idx: int) -> np.ndarray:
+    """Boolean (N,) — does example n of ``a`` have the latents of example ``idx`` of ``b``?"""
+    ok = None
+    for t1, s1, t2, s2 in zip(a.positions, a.switches, b.positions, b.switches):
+        t1, s1 = _backend.to_numpy(t1), _backend.to_numpy(s1)
+        t2, s2 = _backend.to_numpy(t2)[idx : idx + 1], _backend.to_numpy(s2)[idx : idx + 1]
+        eq = np.all((t1 == t2).reshape(t1.shape[0], -1), axis=1) & np.all((s1 == s2).reshape(s1.shape[0], -1), axis=1)
+        ok = eq if ok is None else ok & eq
+    return ok
+
+
+def _topdown_vs_vjp(params, images, xp):
+    """Worst relative max-abs difference between top_down and the generic input VJP over every class."""
+    fw = D.bottom_up(params, images)
+    n, k = images.shape[0], params.net.n_classes
+    worst = 0.0
+    for c in range(k):
+        cls = xp.full((n,), c, dtype=xp.int64)
+        x_hat = _backend.to_numpy(D.top_down(params, fw.latents, cls).reconstruction)
+        vjp = _backend.to_numpy(D.backward(params, fw, one_hot(cls, k, params.dtype, xp), parameters=False).input)
+        scale = max(float(np.max(np.abs(vjp))), np.finfo(np.float64).tiny)
+        worst = max(worst, float(np.max(np.abs(x_hat - vjp))) / scale)
+    return worst, fw
+
+
+def run(args) -> Result:
+    quick = args.mode == "quick"
+    xp = _backend.resolve_namespace(args.backend)
+    rng = np.random.default_rng(args.seed)
+    net = D.preset("conv-small")
+    measured, ok = {}, True
+
+    # 1. top_down == generic VJP, float64 and float32, both image families.
+    n_img = 4 if quick else 16
+    for dtype in ("float64", "float32"):
+        params = D.init_params(net, rng, bias_scale=0.1, class_bias_scale=0.1, dtype=dtype, xp=xp)
+        tol = identity_tolerance(dtype)
+        for name, images in _images(rng, n_img, xp, dtype).items():
+            worst, _ = _topdown_vs_vjp(params, images, xp)
+            measured[f"topdown_vs_vjp {dtype} {name}"] = {"max_relative_error": worst, "tolerance": tol,
+                                                         "images": int(images.shape[0]), "classes": net.n_classes,
+                                                         "passed": worst <= tol}
+            ok &= worst <= tol
+
+    # 2. Central finite differences in float64 away from kinks.
+    params = D.init_params(net, rng, bias_scale=0.1, class_bias_scale=0.1, xp=xp)
+    n_fd, n_coord = (1, 64) if quick else (3, 784)
+    fd_stats = {"compared": 0, "excluded_kink": 0, "max_abs_error": 0.0, "max_violation_ratio": 0.0}
+    for name, images in _images(rng, n_fd, xp, "float64").items():
+        for i in range(n_fd):
+            base = images[i : i + 1, ...]
+            fw = D.bottom_up(params, base)
+            eye = _backend.asarray(np.eye(net.n_classes), xp=xp)
+            grads = np.stack([_backend.to_numpy(D.backward(params, fw, eye[c:c + 1, :], parameters=False).input).ravel()
+                              for c in range(net.n_classes)])  # (K, D): d s_c / d I
+            coords = np.sort(rng.choice(net.n_pixels, size=min(n_coord, net.n_pixels), replace=False))
+            host = np.repeat(_backend.to_numpy(base).reshape(1, -1), 2 * coords.size, axis=0)
+            host[np.arange(coords.size), coords] += FD_STEP
+            host[coords.size + np.arange(coords.size), coords] -= FD_STEP
+            pert = D.bottom_up(params, _backend.asarray(host.reshape((-1,) + net.image_shape), xp=xp))
+            same = _same_latents(pert.latents, fw.latents, 0)
+            keep = same[: coords.size] & same[coords.size :]
+            s = _backend.to_numpy(pert.scores)
+            fd = (s[: coords.size] - s[coords.size :]) / (2 * FD_STEP)  # (coords, K)
+            an = grads[:, coords].T
+            err = np.abs(fd - an)[keep]
+            bound = FD_ATOL + FD_RTOL * np.abs(an)[keep]
+            fd_stats["compared"] += int(keep.sum()) * net.n_classes
+            fd_stats["excluded_kink"] += int((~keep).sum()) * net.n_classes
+            fd_stats.setdefault("excluded_coordinates", {})[f"{name}[{i}]"] = f"{int((~keep).sum())}/{coords.size}"
+            if err.size:
+                fd_stats["max_abs_error"] = max(fd_stats["max_abs_error"], float(err.max()))
+                fd_stats["max_violation_ratio"] = max(fd_stats["max_violation_ratio"], float((err / bound).max()))
+            margin = min(float(np.min(np.abs(_backend.to_numpy(u)))) for u in fw.preactivations)
+            fd_stats.setdefault("min_abs_preactivation", {})[f"{name}[{i}]"] = margin
+    fd_stats.update({"step": FD_STEP, "rtol": FD_RTOL, "atol": FD_ATOL, "coordinates_per_image": int(n_coord),
+                     "passed": fd_stats["max_violation_ratio"] <= 1.0 and fd_stats["compared"] > 0})
+    measured["finite_differences_float64"] = fd_stats
+    ok &= fd_stats["passed"]
+
+    # 3. Zero layer biases: <x_hat, I> = s_c - b_c.
+    params = D.init_params(net, rng, bias_scale=0.0, class_bias_scale=0.1, xp=xp)
+    tol = identity_tolerance("float64")
+    worst = 0.0
+    for name, images in _images(rng, n_img, xp, "float64").items():
+        fw = D.bottom_up(params, images)
+        s = _backend.to_numpy(fw.scores)
+        b = _backend.to_numpy(params.class_biases)
+        ih = _backend.to_numpy(images).reshape(images.shape[0], -1)
+        for c in range(net.n_classes):
+            x_hat = _backend.to_numpy(D.top_down(params, fw.latents, c).reconstruction).reshape(images.shape[0], -1)
+            lhs, rhs = np.sum(x_hat * ih, axis=1), s[:, c] - b[c]
+            scale = np.maximum(np.linalg.norm(x_hat, axis=1) * np.linalg.norm(ih, axis=1) + np.abs(rhs), 1e-300)
+            worst = max(worst, float(np.max(np.abs(lhs - rhs) / scale)))
+    measured["homogeneity_zero_biases"] = {"max_relative_error": worst, "tolerance": tol, "passed": worst <= tol}
+    ok &= worst <= tol
+
+    td = max(v["max_relative_error"] for k, v in measured.items() if k.startswith("topdown_vs_vjp float64"))
+    td32 = max(v["max_relative_error"] for k, v in measured.items() if k.startswith("topdown_vs_vjp float32"))
+    summary = (f"top_down vs generic VJP max rel. error {td:.1e} (float64), {td32:.1e} (float32); FD: "
+               f"{fd_stats['compared']} compared, max |err| {fd_stats['max_abs_error']:.1e} "
+               f"({fd_stats['max_violation_ratio']:.2f} of tolerance), {fd_stats['excluded_kink']} at kinks excluded; "
+               f"<x_hat, I> = s_c - b_c rel. error {worst:.1e}")
+    return Result(status="pass" if ok else "fail", measured=measured,
+                  tolerance={"float64": identity_tolerance("float64"), "float32": identity_tolerance("float32"),
+                             "fd_rtol": FD_RTOL, "fd_atol": FD_ATOL},
+                  summary=summary, dtype="float64 and float32")
+
+
+def main(argv=None):
+    return run_claim(CLAIM, run, argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from ._claim import exit_code
+
+    sys.exit(exit_code(main()))
