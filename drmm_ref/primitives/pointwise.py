@@ -21,7 +21,7 @@ def relu(u: Any, *, xp: Any = None) -> Any:
     """Elementwise ``max(u, 0)``; same namespace, device, dtype and shape as ``u``."""
     xp = _checks.namespace(u, names=("u",), xp=xp)
     _checks.float_array(u, "u", xp)
-    return xp.where(u > 0, u, xp.zeros((), dtype=u.dtype, device=device_of(u)))
+    return xp.maximum(u, xp.zeros((), dtype=u.dtype, device=device_of(u)))
 
 
 def relu_vjp(grad_out: Any, u: Any, *, xp: Any = None) -> Any:
