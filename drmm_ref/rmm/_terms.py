@@ -35,6 +35,7 @@ __all__ = [
     "clipped_norms",
     "switch_log_odds",
     "evidence",
+    "evidence_parts",
     "log_position_prior",
     "class_log_constant",
     "image_log_constant",
@@ -96,17 +97,27 @@ def switch_log_odds(params: RMMParams) -> Any:
     return xp.log(params.switch_prior) - xp.log(1 - params.switch_prior)
 
 
-def evidence(params: RMMParams, images: Any) -> Any:
-    """The switch-on evidence ``u[n, c, m, gy, gx]`` (module docstring), shape (N, K, M, Hg, Wg).
+def evidence_parts(params: RMMParams, images: Any) -> tuple[Any, Any]:
+    """``(conv, bias)`` with ``u = conv + bias``: conv of shape (N, K, M, Hg, Wg), bias of shape (K, M, Hg, Wg).
 
-    One convolution with the ``K M`` filters ``mu / sigma^2`` plus the bias (a constant at valid
-    positions, the clipped-norm map at padded ones).
+    Callers that add further per-position terms fold them into the small ``bias`` first, so the
+    full-size array is touched once (a pass over ``N K M Hg Wg`` entries is the cost unit here).
     """
     xp = params.xp
     K, M, C, k = params.num_classes, params.num_subtemplates, params.channels, params.kernel
     w = xp.reshape(params.templates, (K * M, C, k, k)) / params.sigma2
     conv = xp.reshape(conv2d(images, w, params.padding), (images.shape[0], K, M, *params.grid_shape))
     bias = -clipped_norms(params) / (2 * params.sigma2) + xp.reshape(switch_log_odds(params), (K, 1, 1, 1))
+    return conv, bias
+
+
+def evidence(params: RMMParams, images: Any) -> Any:
+    """The switch-on evidence ``u[n, c, m, gy, gx]`` (module docstring), shape (N, K, M, Hg, Wg).
+
+    One convolution with the ``K M`` filters ``mu / sigma^2`` plus the bias (a constant at valid
+    positions, the clipped-norm map at padded ones).
+    """
+    conv, bias = evidence_parts(params, images)
     return conv + bias
 
 
@@ -175,7 +186,6 @@ def from_regions(x: Any, params: RMMParams) -> Any:
 
 
 def softplus(u: Any) -> Any:
-    """Stable ``ln(1 + e^u) = max(u, 0) + ln(1 + e^{-|u|})``: the switch's sum-product message."""
+    """Stable ``ln(1 + e^u) = logaddexp(0, u)``: the switch's sum-product message (one pass)."""
     xp = get_namespace(u)
-    zero = xp.zeros((), dtype=u.dtype, device=device_of(u))
-    return xp.maximum(u, zero) + xp.log1p(xp.exp(-xp.abs(u)))
+    return xp.logaddexp(xp.zeros((), dtype=u.dtype, device=device_of(u)), u)

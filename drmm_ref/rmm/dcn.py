@@ -96,7 +96,8 @@ class DCNParams:
         if tuple(self.class_bias.shape) != (K,):
             raise ValueError(f"class_bias must have shape (K,) = ({K},), got {tuple(self.class_bias.shape)}")
         if tuple(self.position_offset.shape) != grid:
-            raise ValueError(f"position_offset must have the grid's shape {grid}, got {tuple(self.position_offset.shape)}")
+            raise ValueError(f"position_offset must have the grid's shape {grid}, "
+                             f"got {tuple(self.position_offset.shape)}")
         for name in ("weights", "bias", "class_bias"):
             if not bool(xp.all(xp.isfinite(getattr(self, name)))):
                 raise ValueError(f"{name} contains NaN or inf")

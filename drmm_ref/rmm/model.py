@@ -75,22 +75,34 @@ class Latents:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Posterior:
-    """The exact posterior over ``(c, m, g, a)``, stored factorised (SPEC §1, EM soft E-step).
+    """The exact posterior over ``(c, m, g, a)``, stored as its two switch slices (SPEC §1, soft E-step).
 
     Attributes
     ----------
     responsibilities : array of shape (N, K, M, Hg, Wg)
         ``p(c, m, g | I)`` (the switch summed out). Sums to one over ``(c, m, g)`` (global form)
         or over ``c, m`` and the positions of each window (window form).
-    switch_on : array of shape (N, K, M, Hg, Wg)
-        ``p(a = 1 | c, m, g, I) = sigmoid(u)``; ``r[..., a=1] = responsibilities * switch_on``.
+    responsibilities_on : array of shape (N, K, M, Hg, Wg)
+        ``r[..., a = 1] = p(c, m, g, a = 1 | I)``: what the M-step's template and ``pi_on`` updates use.
     log_evidence : array of shape (N,) or (N, Rh, Rw)
         ``ln p(I)``, or ``ln p(I, y)`` when the class was clamped to the label ``y``.
     """
 
     responsibilities: Any
-    switch_on: Any
+    responsibilities_on: Any
     log_evidence: Any
+
+    @property
+    def switch_on(self) -> Any:
+        """``p(a = 1 | c, m, g, I) = sigmoid(u)`` where ``p(c, m, g | I) > 0``; 0 where it underflows to 0."""
+        return _switch_probability(self.responsibilities, self.responsibilities_on)
+
+
+def _switch_probability(resp: Any, resp_on: Any) -> Any:
+    xp = get_namespace(resp, resp_on)
+    positive = resp > 0
+    one = xp.ones((), dtype=resp.dtype, device=device_of(resp))
+    return xp.where(positive, resp_on / xp.where(positive, resp, one), xp.zeros_like(resp))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,14 +186,18 @@ def render(params: RMMParams, classes: Any, latents: Latents) -> Any:
     outs = []
     for s in range(0, b, step):  # chunks of examples bound the one-hot buffer's memory
         e = min(s + step, b)
-        hot = _one_hot(channel[s:e], K * M, params.dtype, xp)[:, :, None] * _one_hot(cell[s:e], hg * wg, params.dtype, xp)[:, None, :]
+        hot = (_one_hot(channel[s:e], K * M, params.dtype, xp)[:, :, None]
+               * _one_hot(cell[s:e], hg * wg, params.dtype, xp)[:, None, :])
         hot = xp.reshape(hot * on[s:e, None, None], (e - s, K * M, hg, wg))
         outs.append(conv2d_transpose(hot, filt, params.padding))
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
 
 
 def _effective_position_prior(params: RMMParams) -> np.ndarray:
-    """Host distribution of ``g`` over the whole grid used by :func:`sample` (window: uniform window, then ``pi_{g|r}``)."""
+    """Host distribution of ``g`` over the whole grid, for :func:`sample`.
+
+    Window form: a uniform window, then ``pi_{g | r}``.
+    """
     hg, wg = params.grid_shape
     if params.nuisance_prior is None:
         return np.full(hg * wg, 1.0 / (hg * wg))
@@ -294,21 +310,19 @@ def _squeeze_windows(x: Any, params: RMMParams, axis: int) -> Any:
     return xp.squeeze(x, axis=(axis, axis + 1))
 
 
-def _per_class_messages(params: RMMParams, images: Any, how: str, tau: float = 1.0) -> Any:
-    """``ln pi_g + ReLU(u)`` (max-sum) or ``tau ln pi_g + softplus(tau u)`` (sum-product), by region.
-
-    Returns an array of shape (N, K, Rh, Rw, M*S): each model's (sub-template, position) terms on the last axis.
-    """
-    xp = params.xp
-    u = T.evidence(params, images)
+def _sum_product_messages(params: RMMParams, images: Any, tau: float) -> Any:
+    """``tau ln pi_g + softplus(tau u)`` by model: shape (N, K, Rh, Rw, M*S) (the switch summed out)."""
     logpos = T.log_position_prior(params)
-    if how == "max":
-        zero = xp.zeros((), dtype=u.dtype, device=device_of(u))
-        msg = logpos + xp.maximum(u, zero)
-    else:
-        msg = tau * logpos + T.softplus(tau * u)
-    r = T.to_regions(msg, params)  # (N, K, M, Rh, Rw, S)
+    return _by_model(tau * logpos + T.softplus(tau * T.evidence(params, images)), params)
+
+
+def _by_model(x: Any, params: RMMParams) -> Any:
+    """``(N, K, M, Hg, Wg) -> (N, K, Rh, Rw, M*S)`` (a free reshape in the global form with M = 1)."""
+    xp = params.xp
+    r = T.to_regions(x, params)  # (N, K, M, Rh, Rw, S)
     n, K, M, rh, rw, s = r.shape
+    if M == 1 or (rh == 1 and rw == 1):  # moving singleton axes: no data movement
+        return xp.reshape(r, (n, K, rh, rw, M * s))
     return xp.reshape(xp.permute_dims(r, (0, 1, 3, 4, 2, 5)), (n, K, rh, rw, M * s))
 
 
@@ -317,6 +331,41 @@ def _class_offset(params: RMMParams, images: Any) -> Any:
     xp = params.xp
     return (T.image_log_constant(params, images)[:, None, None, None]
             + xp.reshape(T.class_log_constant(params), (1, -1, 1, 1)))
+
+
+def _max_sum(params: RMMParams, images: Any, want_argmax: bool) -> tuple[Any, Any, Any]:
+    """Per class and model: ``max_{m,g} [ln pi_g + ReLU(u)]``, its first argmax and whether its switch is on.
+
+    ``max(ln pi_g + u, ln pi_g)`` is maximised in two parts: the switched-on terms
+    ``conv + (b + ln pi_g)`` (one pass over the full array, then one reduction) and the switched-off
+    terms ``ln pi_g`` (image-independent, on the small grid). The switch is on iff the on-part wins
+    strictly (ties go to ``a = 0``, whose position is the first maximum of ``ln pi_g``).
+
+    Returns
+    -------
+    best : array of shape (N, K, Rh, Rw)
+    index : int array of shape (N, K, Rh, Rw) or None
+        Flat ``m * S + s`` index of the maximiser within the model (None unless ``want_argmax``).
+    on : bool array of shape (N, K, Rh, Rw)
+    """
+    xp = params.xp
+    logpos = T.log_position_prior(params)
+    conv, bias = T.evidence_parts(params, images)
+    terms_on = _by_model(conv + (bias + logpos), params)  # (N, K, Rh, Rw, M*S)
+    off = T.to_regions(logpos, params)  # (Rh, Rw, S)
+    best_off = xp.max(off, axis=-1)
+    if want_argmax:
+        idx_on = xp.argmax(terms_on, axis=-1)
+        best_on = xp.squeeze(xp.take_along_axis(terms_on, xp.expand_dims(idx_on, axis=-1), axis=-1), axis=-1)
+    else:
+        idx_on, best_on = None, xp.max(terms_on, axis=-1)
+    on = best_on > best_off
+    best = xp.where(on, best_on, best_off)
+    index = None
+    if want_argmax:
+        idx_off = xp.astype(xp.argmax(off, axis=-1), idx_on.dtype)
+        index = xp.where(on, idx_on, xp.broadcast_to(idx_off, idx_on.shape))
+    return best, index, on
 
 
 def max_sum_scores(params: RMMParams, images: Any) -> Any:
@@ -330,8 +379,7 @@ def max_sum_scores(params: RMMParams, images: Any) -> Any:
     array of shape (N, K) (global form) or (N, K, Rh, Rw) (window form)
     """
     T.check_images(params, images)
-    xp = params.xp
-    best = xp.max(_per_class_messages(params, images, "max"), axis=-1)
+    best, _, _ = _max_sum(params, images, want_argmax=False)
     return _squeeze_windows(best + _class_offset(params, images), params, 2)
 
 
@@ -339,8 +387,9 @@ def map_estimate(params: RMMParams, images: Any, classes: Optional[Any] = None) 
     """MAP configuration ``argmax_{c,m,g,a} ln p(I, c, m, g, a)`` by max-sum (SPEC §1).
 
     The switch is maximised first (``max(0, u)``: ``a = 1`` iff ``u > 0``), then ``(m, g)`` per
-    class, then ``c``. Ties go to the first maximum in the order class, sub-template, row-major
-    position (within the window), and to ``a = 0``.
+    class, then ``c``. Ties (equal scores): the first class; within a class a switched-on
+    configuration wins only strictly, else ``a = 0`` at the first maximum of ``ln pi_g``; among
+    switched-on ones, the first in (sub-template, row-major position within the window) order.
 
     Parameters
     ----------
@@ -358,11 +407,10 @@ def map_estimate(params: RMMParams, images: Any, classes: Optional[Any] = None) 
     """
     xp = T.check_images(params, images)
     n = images.shape[0]
-    K, M = params.num_classes, params.num_subtemplates
+    K = params.num_classes
     dev = device_of(images)
-    msg = _per_class_messages(params, images, "max")  # (N, K, Rh, Rw, M*S)
-    best = xp.max(msg, axis=-1) + _class_offset(params, images)  # (N, K, Rh, Rw)
-    idx = xp.argmax(msg, axis=-1)  # (N, K, Rh, Rw)
+    best_msg, idx, on = _max_sum(params, images, want_argmax=True)  # (N, K, Rh, Rw) each
+    best = best_msg + _class_offset(params, images)
     if classes is None:
         cls = xp.astype(xp.argmax(best, axis=1), xp.int64)  # (N, Rh, Rw)
     else:
@@ -376,7 +424,7 @@ def map_estimate(params: RMMParams, images: Any, classes: Optional[Any] = None) 
     flat = xp.sum(xp.where(pick, xp.astype(idx, xp.int64), xp.zeros((), dtype=xp.int64, device=dev)), axis=1)
     s = params.positions_per_model
     sub, cell = flat // s, flat % s
-    hg, wg = params.grid_shape
+    _, wg = params.grid_shape
     if params.pool is None:
         rows, cols = cell // wg, cell % wg
     else:
@@ -384,13 +432,7 @@ def map_estimate(params: RMMParams, images: Any, classes: Optional[Any] = None) 
         rh, rw = params.windows_shape
         rows = xp.arange(rh, dtype=xp.int64, device=dev)[None, :, None] * p + cell // p
         cols = xp.arange(rw, dtype=xp.int64, device=dev)[None, None, :] * p + cell % p
-    # the switch: on iff the evidence of the chosen (c, m, g) is positive
-    u_r = T.to_regions(T.evidence(params, images), params)  # (N, K, M, Rh, Rw, S)
-    u_r = xp.reshape(xp.permute_dims(u_r, (0, 1, 3, 4, 2, 5)), msg.shape)
-    u_c = xp.sum(xp.where(pick[..., None], u_r, zero_f), axis=1)  # (N, Rh, Rw, M*S)
-    slot = xp.arange(M * s, dtype=xp.int64, device=dev) == flat[..., None]
-    u_sel = xp.sum(xp.where(slot, u_c, zero_f), axis=-1)
-    switches = xp.astype(u_sel > 0, xp.int64)
+    switches = xp.astype(xp.any(pick & on, axis=1), xp.int64)
     latents = Latents(sub, xp.stack([rows, cols], axis=-1), switches)
     if params.pool is None:
         latents = Latents(sub[:, 0, 0], latents.positions[:, 0, 0, :], switches[:, 0, 0])
@@ -423,7 +465,7 @@ def tempered_class_scores(params: RMMParams, images: Any, inverse_temperature: f
     tau = float(inverse_temperature)
     if not math.isfinite(tau) or tau <= 0:
         raise ValueError(f"inverse_temperature must be a finite number > 0, got {inverse_temperature!r}")
-    msg = _per_class_messages(params, images, "sum", tau)
+    msg = _sum_product_messages(params, images, tau)
     return _squeeze_windows(logsumexp(msg, axis=-1) / tau + _class_offset(params, images), params, 2)
 
 
@@ -465,20 +507,41 @@ def posterior(params: RMMParams, images: Any, classes: Optional[Any] = None) -> 
     n = images.shape[0]
     K = params.num_classes
     dev = device_of(images)
-    u = T.evidence(params, images)  # (N, K, M, Hg, Wg)
-    ell = (xp.reshape(T.class_log_constant(params), (1, K, 1, 1, 1)) + T.log_position_prior(params)
-           + T.softplus(u))
+    # With prior = beta_c + ln pi_g and w = u + prior (= conv + (bias + prior): one pass), the switch sums to
+    #   exp(ell) = exp(prior) + exp(w),   ell = prior + softplus(u),
+    # so one full-size exp gives p(c, m, g | I), p(c, m, g, a = 1 | I) and ln p(I).
+    conv, bias = T.evidence_parts(params, images)
+    prior = xp.reshape(T.class_log_constant(params), (K, 1, 1, 1)) + T.log_position_prior(params)  # (K, 1, Hg, Wg)
+    w = conv + (bias + prior)  # (N, K, M, Hg, Wg)
+    keep = None
     if classes is not None:
         _check_classes(params, classes, n)
         if classes.ndim != 1:
             raise ValueError(f"classes must have shape (N,), got {tuple(classes.shape)}")
-        keep = xp.arange(K, dtype=classes.dtype, device=dev)[None, :] == classes[:, None]
-        ell = xp.where(keep[:, :, None, None, None], ell, T.neg_inf(ell, xp))
-    r = T.to_regions(ell, params)  # (N, K, M, Rh, Rw, S)
-    lse = logsumexp(r, axis=(1, 2, 5), keepdims=True)
-    resp = T.from_regions(xp.exp(r - lse), params)
-    switch_on = xp.exp(u - T.softplus(u))
-    log_ev = xp.reshape(lse, (n, *params.windows_shape)) + T.image_log_constant(params, images)[:, None, None]
+        keep = xp.arange(K, dtype=classes.dtype, device=dev)[None, :] == classes[:, None]  # (N, K)
+        zero = xp.zeros((), dtype=w.dtype, device=dev)
+        w = w + xp.reshape(xp.where(keep, zero, T.neg_inf(w, xp)), (n, K, 1, 1, 1))
+    w_r = T.to_regions(w, params)  # (N, K, M, Rh, Rw, S)
+    prior_r = T.to_regions(xp.broadcast_to(prior, (K, params.num_subtemplates, *params.grid_shape)), params)
+    prior_top = xp.max(prior_r, axis=(1, 4))  # (K, Rh, Rw): the largest prior term of each class and model
+    per_class = prior_top[None, ...] if keep is None else xp.where(
+        keep[:, :, None, None], prior_top[None, ...], T.neg_inf(prior_top, xp))
+    top = xp.maximum(xp.max(w_r, axis=(1, 2, 5)), xp.max(per_class, axis=1))  # (N, Rh, Rw): >= every exponent
+    top6 = top[:, None, None, :, :, None]
+    on = xp.exp(w_r - top6)  # exp(w - top) <= 1
+    # exp(prior - top) = exp(prior - prior_top) * exp(prior_top - top): a small factor per (n, c, window)
+    zero = xp.zeros((), dtype=w.dtype, device=dev)
+    scale = xp.exp(xp.minimum(prior_top[None, ...] - top[:, None, ...], zero))  # (N, K, Rh, Rw)
+    if keep is not None:
+        scale = scale * xp.astype(keep, w.dtype)[:, :, None, None]
+    off = xp.exp(prior_r - prior_top[:, None, :, :, None])[None, ...]  # (1, K, M, Rh, Rw, S), small
+    e = on + off * scale[:, :, None, :, :, None]  # exp(ell - top)
+    total = xp.sum(e, axis=(1, 2, 5), keepdims=True)  # >= 1 (the top term is exp(0))
+    inv = 1 / total
+    resp = T.from_regions(e * inv, params)
+    resp_on = T.from_regions(on * inv, params)  # p(c, m, g, a = 1 | I) = exp(w) / sum exp(ell)
+    log_ev = (xp.reshape(xp.log(total), (n, *params.windows_shape)) + top
+              + T.image_log_constant(params, images)[:, None, None])
     if params.pool is None:
         log_ev = log_ev[:, 0, 0]
-    return Posterior(resp, switch_on, log_ev)
+    return Posterior(resp, resp_on, log_ev)
