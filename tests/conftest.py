@@ -42,6 +42,15 @@ BACKENDS = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_blas_thread():
+    """Tests are small matrix products: one BLAS thread is faster and immune to CPU contention."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(params=BACKENDS, scope="session")
 def xp(request):
     """An Array API namespace: NumPy (compat), array_api_strict, or CuPy when a GPU is present."""
