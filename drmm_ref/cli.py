@@ -1,7 +1,11 @@
 """The ``drmm-ref`` command line.
 
-``drmm-ref info`` prints the installed versions and which array backends are usable. Training and
-evaluation commands are added by the learning layer (SPEC §3); nothing in the library imports this module.
+* ``drmm-ref info`` prints the installed versions and which array backends are usable;
+* ``drmm-ref train`` trains a DRMM by EG or the same network as a DCN by backprop (SPEC §3) and
+  writes a JSON log and per-epoch checkpoints (rerunning the same command resumes);
+* ``drmm-ref evaluate CHECKPOINT`` reports a checkpoint's validation and test error.
+
+Nothing in the library imports this module.
 """
 
 from __future__ import annotations
@@ -39,6 +43,72 @@ def _info(_args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from drmm_ref.learning import LossWeights, TrainConfig, load_data, train
+
+    weights = LossWeights(ce=args.a_ce, rc=args.a_rc, nn=args.a_nn, h=args.a_h, h_sign=args.h_sign)
+    config = TrainConfig(model=args.model, net=args.net, epochs=args.epochs, batch_size=args.batch_size,
+                         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, seed=args.seed,
+                         dtype=args.dtype, weights=weights, cg_blocks=tuple(args.cg_blocks), k_cg=args.k_cg,
+                         cg_eta=args.cg_eta, n_train=args.n_train, n_eval=args.n_eval, data=args.data,
+                         backend=args.backend)
+    data = load_data(config, path=args.mnist_path, offline=args.offline or None, progress=not args.no_progress)
+    print(f"training {args.model} on {config.network.name} for {args.epochs} epoch(s); data: {data.source}; "
+          f"writing to {args.out}", flush=True)
+    result = train(config, data, args.out, resume=not args.restart, progress=not args.no_progress)
+    last = result.log["epochs"][-1]
+    print(f"done: epoch {last['epoch']}, validation error {100 * last['validation_error']:.2f}%, "
+          f"test error {100 * last['test_error']:.2f}%, training time {last['cumulative_train_seconds']:.1f} s; "
+          f"log {args.out}/log.json")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import json
+
+    import numpy as np
+
+    from drmm_ref import to_numpy
+    from drmm_ref.learning import TrainConfig, evaluate, load_checkpoint, load_data
+
+    ckpt = load_checkpoint(args.checkpoint)
+    config = TrainConfig.from_dict(ckpt.config)
+    data = load_data(config, path=args.mnist_path, offline=args.offline or None, progress=False)
+    report = {"checkpoint": str(args.checkpoint), "epoch": ckpt.epoch, "model": config.model,
+              "network": ckpt.params.net.name, "data_source": data.source}
+    splits = ("validation", "test") if args.split == "both" else (args.split,)
+    for name in splits:
+        split = getattr(data, name)
+        x, y = to_numpy(split.images), to_numpy(split.labels).astype(np.int64)
+        if config.n_eval is not None and not args.all:
+            x, y = x[:config.n_eval], y[:config.n_eval]
+        report[name] = evaluate(ckpt.params, x, y)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"{report['model']} on {report['network']}, epoch {report['epoch']} ({report['data_source']})")
+        for name in splits:
+            r = report[name]
+            print(f"  {name}: error {100 * r['error']:.2f}% on {r['n']} images, cross-entropy {r['ce']:.4f}")
+    return 0
+
+
+_TRAIN_HELP = """\
+Train on MNIST (or a synthetic stand-in) and write <OUT>/log.json and <OUT>/checkpoints/epoch-<k>.npz.
+
+--model drmm : the Deep Rendering Mixture Model trained by EG (SPEC §3): each mini-batch gets an
+               E-step (bottom-up latents, top-down rendering of its label) and a G-step (one optimiser
+               step on a_CE*CE + a_RC*RC + a_NN*NN + a_H*H); class prior, switch priors and noise
+               variance get their closed forms after every epoch.
+--model dcn  : the same network, initialisation, optimiser and batches trained by backprop on the
+               cross-entropy alone (the baseline).
+
+Every epoch the validation and test errors are measured and logged. Rerunning the same command on
+the same --out folder resumes after the last checkpoint, bit for bit (use --restart to start over).
+Example: drmm-ref train --model drmm --net small2 --epochs 10 --seed 0 --out runs/drmm-small2-s0
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drmm-ref",
@@ -48,6 +118,54 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print versions and the array backends that can be used")
     info.set_defaults(func=_info)
+
+    tr = sub.add_parser("train", help="train a DRMM by EG or a DCN by backprop (JSON log, resumable checkpoints)",
+                        description=_TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("--model", choices=("drmm", "dcn"), required=True,
+                    help="drmm = EG-trained rendering model; dcn = backprop baseline on cross-entropy")
+    tr.add_argument("--net", default="small2", choices=("small2", "conv-small", "conv-small-ladder"),
+                    help="network preset of SPEC §6 (default small2)")
+    tr.add_argument("--epochs", type=int, required=True, help="number of passes over the training set")
+    tr.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the batch order (default 0)")
+    tr.add_argument("--out", required=True, help="output folder for log.json and checkpoints/")
+    tr.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    tr.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="G-step optimiser (default adam)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    tr.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9; ignored by adam)")
+    tr.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="working precision")
+    tr.add_argument("--a-ce", type=float, default=1.0, help="EG weight of the cross-entropy (default 1)")
+    tr.add_argument("--a-rc", type=float, default=1.0, help="EG weight of the reconstruction error RC (default 1)")
+    tr.add_argument("--a-nn", type=float, default=0.5, help="EG weight of the non-negativity penalty NN (default 0.5)")
+    tr.add_argument("--a-h", type=float, default=0.0, help="EG weight of the entropy term H (default 0)")
+    tr.add_argument("--h-sign", choices=("entropy", "kl_to_prior"), default="entropy",
+                    help="which H: mean entropy of softmax(scores) or its KL to uniform (opposite signs)")
+    tr.add_argument("--cg-blocks", nargs="*", default=[], metavar="BLOCK",
+                    help="also take an exact CGLS step on RC for these blocks after each G-step "
+                    "(filters_1 .. filters_L, class_templates); default none")
+    tr.add_argument("--k-cg", type=int, default=10, help="CGLS iterations per block step (default 10)")
+    tr.add_argument("--cg-eta", type=float, default=0.5, help="damping of the mini-batch block steps (default 0.5)")
+    tr.add_argument("--n-train", type=int, default=None, help="use only the first N training images")
+    tr.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N validation / test images")
+    tr.add_argument("--data", choices=("mnist", "synthetic"), default="mnist",
+                    help="mnist (cached, downloaded if needed) or a seeded synthetic stand-in (no network)")
+    tr.add_argument("--mnist-path", default=None, help="local MNIST files (see drmm_ref.data.load_mnist)")
+    tr.add_argument("--offline", action="store_true", help="never use the network to get MNIST")
+    tr.add_argument("--backend", choices=("numpy", "array_api_strict", "cupy"), default="numpy",
+                    help="array namespace (default numpy; cupy needs a CUDA GPU)")
+    tr.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out and start over")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="validation and test error of a training checkpoint",
+                        description="Load a checkpoint written by `drmm-ref train` (<OUT>/checkpoints/epoch-<k>.npz), "
+                        "reload the data it was trained with, and print its classification error.")
+    ev.add_argument("checkpoint", help="path of a checkpoint .npz")
+    ev.add_argument("--split", choices=("validation", "test", "both"), default="both", help="which split (default both)")
+    ev.add_argument("--all", action="store_true", help="evaluate the whole split even if training used --n-eval")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--mnist-path", default=None, help="local MNIST files (see drmm_ref.data.load_mnist)")
+    ev.add_argument("--offline", action="store_true", help="never use the network to get MNIST")
+    ev.set_defaults(func=_evaluate)
     return parser
 
 

@@ -1,0 +1,241 @@
+"""The terms of the EG objective and their cotangents (SPEC §3; Patel et al. 2016, §3).
+
+With the latents of the E-step held fixed,
+
+.. math::
+
+    \\mathcal L = a_{CE}\\,\\mathrm{CE} + a_{RC}\\,\\mathrm{RC} + a_{NN}\\,\\mathrm{NN} + a_H\\,\\mathrm H
+
+    \\mathrm{CE} = \\tfrac1N \\textstyle\\sum_n \\big[\\mathrm{lse}(s_n) - s_{n, y_n}\\big],\\qquad
+    \\mathrm{RC} = \\tfrac{1}{2ND} \\sum_n \\|I_n - \\hat x_n\\|^2 \\ \\text{(per-pixel mean)}
+
+    \\mathrm{NN} = \\sum_{l=1}^{L} \\operatorname{mean}_{n,\\,\\text{units}} \\mathrm{relu}(-\\hat z^{(l)}_n)^2
+    \\quad(\\hat z^{(L)} = \\mu_{c_n};\\ \\text{not } z^{(0)})
+
+    \\mathrm H = \\tfrac1N \\textstyle\\sum_n H(q_n)\\ (\\texttt{entropy}) \\quad\\text{or}\\quad
+    \\tfrac1N \\sum_n \\mathrm{KL}(q_n \\,\\|\\, \\mathrm{uniform}) = \\log K - H(q_n)\\ (\\texttt{kl\\_to\\_prior})
+
+where ``q_n = softmax(s_n)`` (SPEC §5: the two signs are opposite; the term states which it is).
+
+Every function returns ``(value, cotangent)``: ``value`` a 0-d array of the inputs' dtype, the
+cotangent that of the term with respect to its argument(s). The parameter gradients are then
+chained through the primitives' VJPs: CE and H through :func:`drmm_ref.drmm.backward` (the
+bottom-up pass), RC and NN through :func:`drmm_ref.drmm.render_vjp` (the rendering at fixed
+latents) -- see :func:`objective_and_gradients`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from .. import _backend
+from .. import primitives as P
+from ..drmm import DRMMParams, backward, render_vjp
+from .rendering import render_cached_vjp
+from ._tree import add_trees, gradients_tree
+
+__all__ = ["LossWeights", "Terms", "cross_entropy", "reconstruction", "nonnegativity", "entropy_term",
+           "objective_and_gradients", "H_SIGNS"]
+
+H_SIGNS = ("entropy", "kl_to_prior")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of the objective's terms (SPEC §3).
+
+    Defaults (our choice for *supervised* EG training): ``a_CE = 1``, ``a_RC = 1`` and
+    ``a_NN = 0.5`` as in SPEC §5; ``a_H = 0`` because the entropy term is the semi-supervised
+    papers' term on unlabelled data (SPEC §5 uses 0.2 there). ``h_sign`` names the sign of H.
+    The backprop baseline is ``LossWeights(ce=1, rc=0, nn=0, h=0)``.
+    """
+
+    ce: float = 1.0
+    rc: float = 1.0
+    nn: float = 0.5
+    h: float = 0.0
+    h_sign: str = "entropy"
+
+    def __post_init__(self):
+        for name in ("ce", "rc", "nn", "h"):
+            v = float(getattr(self, name))
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"loss weight {name} must be finite and >= 0, got {v}")
+            object.__setattr__(self, name, v)
+        if self.h_sign not in H_SIGNS:
+            raise ValueError(f"h_sign must be one of {H_SIGNS}, got {self.h_sign!r}")
+
+    @property
+    def generative(self) -> bool:
+        """True when a rendering is needed (RC or NN has a positive weight)."""
+        return self.rc > 0 or self.nn > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Terms:
+    """Values of the objective and its terms on one batch (Python floats; None = weight 0, not computed)."""
+
+    objective: float
+    ce: float | None
+    rc: float | None
+    nn: float | None
+    h: float | None
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def cross_entropy(scores: Any, labels: Any) -> tuple[Any, Any]:
+    """Mean cross-entropy of softmax(scores) against integer labels, and its cotangent in ``scores``.
+
+    .. math:: \\mathrm{CE} = \\tfrac1N \\sum_n [\\mathrm{lse}(s_n) - s_{n,y_n}],\\qquad
+              \\partial \\mathrm{CE} / \\partial s = (\\mathrm{softmax}(s) - \\mathrm{onehot}(y)) / N
+
+    Parameters
+    ----------
+    scores : array of shape (N, K)
+    labels : int array of shape (N,)
+    """
+    xp = _backend.get_namespace(scores, labels, names=("scores", "labels"))
+    n, k = scores.shape
+    onehot = xp.astype(xp.expand_dims(labels, axis=1) == xp.arange(k, dtype=labels.dtype,
+                                                                    device=_backend.device_of(labels)), scores.dtype)
+    lse = P.logsumexp(scores, axis=1, xp=xp)
+    value = xp.sum(lse - xp.sum(onehot * scores, axis=1)) / n
+    grad = (P.softmax(scores, axis=1, xp=xp) - onehot) / n
+    return value, grad
+
+
+def reconstruction(images: Any, reconstruction_: Any) -> tuple[Any, Any]:
+    """Per-pixel mean reconstruction error and its cotangent in the reconstruction ``x_hat``.
+
+    .. math:: \\mathrm{RC} = \\tfrac{1}{2ND} \\sum_n \\|I_n - \\hat x_n\\|^2,\\qquad
+              \\partial \\mathrm{RC} / \\partial \\hat x = (\\hat x - I) / (ND)
+
+    Parameters
+    ----------
+    images, reconstruction_ : arrays of shape (N, C_0, H_0, W_0)
+    """
+    xp = _backend.get_namespace(images, reconstruction_, names=("images", "reconstruction"))
+    size = math.prod(images.shape)  # N * D
+    resid = reconstruction_ - images
+    return xp.sum(resid * resid) / (2 * size), resid / size
+
+
+def nonnegativity(renderings: tuple[Any, ...]) -> tuple[Any, dict[int, Any]]:
+    """The non-negativity penalty on the partial renderings ``z^(1..L)`` and its cotangents.
+
+    .. math:: \\mathrm{NN} = \\sum_{l=1}^{L} \\operatorname{mean}_{n,j}\\, \\mathrm{relu}(-z^{(l)}_{n,j})^2,\\qquad
+              \\partial \\mathrm{NN} / \\partial z^{(l)} = -2\\,\\mathrm{relu}(-z^{(l)}) / (N\\,C_l H_l W_l)
+
+    Parameters
+    ----------
+    renderings : tuple of L+1 arrays (``Rendering.renderings``; level 0 is not penalised)
+
+    Returns
+    -------
+    value, {l: cotangent of z^(l)} for l = 1..L
+    """
+    xp = _backend.get_namespace(*renderings)
+    value, grads = None, {}
+    for l in range(1, len(renderings)):
+        z = renderings[l]
+        neg = P.relu(-z, xp=xp)
+        size = math.prod(z.shape)
+        term = xp.sum(neg * neg) / size
+        value = term if value is None else value + term
+        grads[l] = (-2.0 / size) * neg
+    return value, grads
+
+
+def entropy_term(scores: Any, sign: str = "entropy") -> tuple[Any, Any]:
+    """Mean entropy of ``q = softmax(s)`` (``sign="entropy"``) or mean ``KL(q || uniform)``, and the cotangent.
+
+    .. math:: H(q) = -\\sum_c q_c \\log q_c,\\qquad \\partial H / \\partial s_j = -q_j(\\log q_j + H(q)),
+              \\qquad \\mathrm{KL}(q\\|U) = \\log K - H(q)
+
+    Minimising ``entropy`` sharpens the predictions (the follow-up code's term); minimising
+    ``kl_to_prior`` flattens them. SPEC §5.
+    """
+    if sign not in H_SIGNS:
+        raise ValueError(f"sign must be one of {H_SIGNS}, got {sign!r}")
+    xp = _backend.get_namespace(scores, names=("scores",))
+    n, k = scores.shape
+    logq = scores - P.logsumexp(scores, axis=1, keepdims=True, xp=xp)
+    q = xp.exp(logq)
+    h = -xp.sum(q * logq, axis=1, keepdims=True)
+    grad = -q * (logq + h) / n
+    value = xp.sum(h) / n
+    if sign == "kl_to_prior":
+        return math.log(k) - value, -grad
+    return value, grad
+
+
+def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights: LossWeights,
+                            *, need_gradients: bool = True) -> tuple[Terms, dict[str, Any] | None]:
+    """The EG objective of one batch at the E-step's latents, and its gradient tree.
+
+    Parameters
+    ----------
+    params : DRMMParams
+        The parameters the E-step was computed with.
+    estep : EStep
+        Output of :func:`drmm_ref.learning.e_step` on the batch (bottom-up pass; rendering when
+        ``weights.generative``).
+    labels : int array of shape (N,)
+        Needed when ``weights.ce > 0``.
+    weights : LossWeights
+
+    Returns
+    -------
+    Terms
+        Objective and every term (unweighted), as floats.
+    dict or None
+        Gradient of the weighted objective for every trainable array (see :mod:`._tree`).
+    """
+    xp, L = params.xp, params.net.L
+    fw = estep.forward
+    zero = xp.zeros((), dtype=params.dtype, device=params.device)
+    grad_scores = None
+    ce = rc = nn = h = zero
+    if weights.ce > 0:
+        if labels is None:
+            raise ValueError("labels are required when the cross-entropy weight is positive")
+        ce, g = cross_entropy(fw.scores, labels)
+        grad_scores = weights.ce * g
+    if weights.h > 0:
+        h, g = entropy_term(fw.scores, weights.h_sign)
+        grad_scores = weights.h * g if grad_scores is None else grad_scores + weights.h * g
+    grad_image, grad_z = None, {}
+    if weights.generative:
+        if estep.rendering is None:
+            raise ValueError("the E-step has no rendering; call e_step(..., render=True) for RC / NN terms")
+        zs = estep.rendering.renderings
+        if weights.rc > 0:
+            rc, g = reconstruction(fw.images, zs[0])
+            grad_image = weights.rc * g
+        if weights.nn > 0:
+            nn, gz = nonnegativity(zs)
+            grad_z = {l: weights.nn * v for l, v in gz.items()}
+    total = weights.ce * ce + weights.rc * rc + weights.nn * nn + weights.h * h
+
+    def val(w, v):
+        return float(v) if w > 0 else None
+
+    terms = Terms(float(total), val(weights.ce, ce), val(weights.rc, rc), val(weights.nn, nn), val(weights.h, h))
+    if not need_gradients:
+        return terms, None
+    tree: dict[str, Any] = {}
+    if grad_scores is not None:
+        tree = gradients_tree(backward(params, fw, grad_scores), L)
+    if grad_image is not None or grad_z:
+        if getattr(estep, "unpooled", None) is not None:
+            tree = add_trees(tree, render_cached_vjp(params, estep.rendering, estep.unpooled, grad_image, grad_z))
+        else:
+            tree = add_trees(tree, gradients_tree(render_vjp(params, estep.rendering, grad_image, grad_z), L))
+    return terms, tree

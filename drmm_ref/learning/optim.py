@@ -1,0 +1,147 @@
+"""First-order optimisers for the G-step and the backprop baseline: SGD (with momentum) and Adam.
+
+Pure functions on trees of arrays (:mod:`._tree`): ``state = opt.init(tree)``,
+``tree, state = opt.update(tree, grads, state)``. The state is a plain frozen dataclass of arrays
+(and a step counter), so a checkpoint stores it exactly and a resumed run continues bit for bit.
+A name missing from ``grads`` has a zero gradient.
+
+* :class:`SGD`: ``v <- m v + g``, ``theta <- theta - lr v`` (heavy ball; ``momentum = 0`` is plain SGD).
+* :class:`Adam` (Kingma & Ba 2015): ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
+  ``theta <- theta - lr m_hat / (sqrt(v_hat) + eps)`` with the bias corrections ``m_hat = m/(1-b1^t)``,
+  ``v_hat = v/(1-b2^t)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from .. import _backend
+
+__all__ = ["SGD", "SGDState", "Adam", "AdamState", "make_optimizer"]
+
+
+def _zeros_like(tree: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, a in tree.items():
+        xp = _backend.get_namespace(a)
+        out[name] = xp.zeros(a.shape, dtype=a.dtype, device=_backend.device_of(a))
+    return out
+
+
+def _grad(grads: dict[str, Any], name: str, like: Any) -> Any:
+    g = grads.get(name)
+    if g is None:
+        xp = _backend.get_namespace(like)
+        return xp.zeros(like.shape, dtype=like.dtype, device=_backend.device_of(like))
+    if tuple(g.shape) != tuple(like.shape):
+        raise ValueError(f"gradient of {name} has shape {tuple(g.shape)} but the parameter has {tuple(like.shape)}")
+    return g
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDState:
+    """Velocity per parameter and the number of steps taken."""
+
+    velocity: dict[str, Any]
+    step: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamState:
+    """First and second moment estimates per parameter and the number of steps taken."""
+
+    m: dict[str, Any]
+    v: dict[str, Any]
+    step: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SGD:
+    """Stochastic gradient descent with heavy-ball momentum.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    momentum : float in [0, 1), default 0.9
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    name: str = dataclasses.field(default="sgd", init=False)
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+    def init(self, tree: dict[str, Any]) -> SGDState:
+        return SGDState(_zeros_like(tree), 0)
+
+    def update(self, tree: dict[str, Any], grads: dict[str, Any], state: SGDState) -> tuple[dict[str, Any], SGDState]:
+        new_tree, new_v = {}, {}
+        for name, theta in tree.items():
+            v = self.momentum * state.velocity[name] + _grad(grads, name, theta)
+            new_v[name] = v
+            new_tree[name] = theta - self.lr * v
+        return new_tree, SGDState(new_v, state.step + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "sgd", "lr": self.lr, "momentum": self.momentum}
+
+
+@dataclasses.dataclass(frozen=True)
+class Adam:
+    """Adam with bias correction.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+    beta1, beta2 : float, default 0.9, 0.999
+    eps : float, default 1e-8
+    """
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    name: str = dataclasses.field(default="adam", init=False)
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+
+    def init(self, tree: dict[str, Any]) -> AdamState:
+        return AdamState(_zeros_like(tree), _zeros_like(tree), 0)
+
+    def update(self, tree: dict[str, Any], grads: dict[str, Any], state: AdamState) -> tuple[dict[str, Any], AdamState]:
+        t = state.step + 1
+        c1, c2 = 1.0 - self.beta1 ** t, 1.0 - self.beta2 ** t
+        step_size = self.lr * math.sqrt(c2) / c1
+        eps_hat = self.eps * math.sqrt(c2)  # = eps added to sqrt(v_hat), moved inside the corrected form
+        new_tree, new_m, new_v = {}, {}, {}
+        for name, theta in tree.items():
+            xp = _backend.get_namespace(theta)
+            g = _grad(grads, name, theta)
+            m = self.beta1 * state.m[name] + (1.0 - self.beta1) * g
+            v = self.beta2 * state.v[name] + (1.0 - self.beta2) * (g * g)
+            new_m[name], new_v[name] = m, v
+            new_tree[name] = theta - step_size * m / (xp.sqrt(v) + eps_hat)
+        return new_tree, AdamState(new_m, new_v, t)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "adam", "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+def make_optimizer(name: str, lr: float | None = None, **kwargs: Any):
+    """``SGD`` or ``Adam`` by name (``"sgd"``, ``"adam"``) with its default learning rate unless ``lr`` is given."""
+    kinds = {"sgd": SGD, "adam": Adam}
+    if name not in kinds:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(kinds)}")
+    if lr is not None:
+        kwargs["lr"] = lr
+    return kinds[name](**kwargs)

@@ -1,0 +1,176 @@
+"""One training step: EG (E-step, G-step, optional exact block steps) and the backprop baseline.
+
+SPEC §3 (Patel et al. 2016, §3).
+
+**EG step** on a mini-batch ``(I, y)``:
+
+1. E-step (:func:`~drmm_ref.learning.e_step`): latents by the bottom-up pass, rendering of the label;
+2. objective ``L = a_CE CE + a_RC RC + a_NN NN + a_H H`` at those latents and its gradient (the
+   primitives' VJPs through the bottom-up pass and the rendering);
+3. G-step: one optimiser step (SGD or Adam) on every trainable array;
+4. optional exact block steps on RC (:func:`~drmm_ref.learning.block_step`), one per block in
+   ``EGConfig.cg_blocks``, at the same latents, each damped by ``cg_eta``;
+5. trace: the objective and its terms after the E-step, RC after the E-step and (when
+   ``trace_m_step``) RC after the M-step at the same latents. RC after the M-step costs one extra
+   rendering; it is timed apart (``StepTrace.trace_seconds``) so training times exclude it.
+
+**Backprop step** (the discriminative relaxation, SPEC §3): the same bottom-up pass, CE alone, its
+gradient by the same VJPs, the same optimiser. In the paper's reading the forward pass is the
+E-step (it fixes the switches) and the gradient step the G-step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from ..drmm import DRMMParams, render
+from ._tree import trainable, with_trainable
+from .block_step import BlockStepInfo, block_names, block_step
+from .closed_forms import PriorStats, prior_stats
+from .estep import e_step
+from .objectives import LossWeights, Terms, objective_and_gradients, reconstruction
+
+__all__ = ["EGConfig", "StepTrace", "eg_step", "backprop_step", "BACKPROP_WEIGHTS"]
+
+#: The backprop baseline's objective: cross-entropy alone.
+BACKPROP_WEIGHTS = LossWeights(ce=1.0, rc=0.0, nn=0.0, h=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class EGConfig:
+    """Settings of an EG step.
+
+    Parameters
+    ----------
+    weights : LossWeights
+        Term weights (default: CE 1, RC 1, NN 0.5, H 0).
+    cg_blocks : tuple of str, default ()
+        Blocks that also get an exact RC step after the G-step (``"filters_<l>"``,
+        ``"class_templates"``); empty means the M-step is the G-step alone (what the anchor codes do).
+    k_cg : int, default 10
+        CGLS iterations per block step.
+    cg_damping : float, default 0
+        Proximal weight ``lambda`` of the block problem.
+    cg_eta : float in (0, 1], default 0.5
+        Mini-batch damping ``theta <- theta_old + eta (theta* - theta_old)``.
+    trace_m_step : bool, default True
+        Record RC after the M-step (one extra rendering per step, timed apart).
+    """
+
+    weights: LossWeights = LossWeights()
+    cg_blocks: tuple[str, ...] = ()
+    k_cg: int = 10
+    cg_damping: float = 0.0
+    cg_eta: float = 0.5
+    trace_m_step: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "cg_blocks", tuple(self.cg_blocks))
+        if not 0 < self.cg_eta <= 1:
+            raise ValueError(f"cg_eta must be in (0, 1], got {self.cg_eta}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["weights"] = self.weights.to_dict()
+        d["cg_blocks"] = list(self.cg_blocks)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTrace:
+    """What one step measured.
+
+    Attributes
+    ----------
+    terms : Terms
+        Objective and terms at the E-step's latents, before the update.
+    rc_after_e : float or None
+        RC after the E-step (= ``terms.rc`` when rendered; None for backprop).
+    rc_after_m : float or None
+        RC at the same latents after the M-step (G-step and block steps); None when not traced.
+    seconds : float
+        Wall-clock seconds of the step itself (E-step, gradients, updates, statistics).
+    cpu_seconds : float
+        CPU seconds of the process over the same span (``time.process_time``, all threads): less
+        sensitive than wall-clock time to other jobs on a shared machine.
+    trace_seconds : float
+        Seconds spent only on tracing (RC after the M-step), excluded from ``seconds``.
+    blocks : tuple of BlockStepInfo
+    stats : PriorStats or None
+        Closed-form statistics of the batch (EG only).
+    """
+
+    terms: Terms
+    rc_after_e: float | None
+    rc_after_m: float | None
+    seconds: float
+    trace_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    blocks: tuple[BlockStepInfo, ...] = ()
+    stats: PriorStats | None = None
+
+
+def _rc_at(params: DRMMParams, images: Any, classes: Any, latents: Any) -> float:
+    value, _ = reconstruction(images, render(params, classes, latents).image)
+    return float(value)
+
+
+def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, labels: Any,
+            config: EGConfig = EGConfig()) -> tuple[DRMMParams, Any, StepTrace]:
+    """One EG step on a labelled mini-batch (see the module docstring).
+
+    Parameters
+    ----------
+    params : DRMMParams
+    optimizer : SGD or Adam
+    opt_state : its state (``optimizer.init(trainable(params))``)
+    images : array of shape (N, C_0, H_0, W_0)
+    labels : int array of shape (N,)
+    config : EGConfig
+
+    Returns
+    -------
+    params, opt_state, StepTrace
+    """
+    start, cpu0 = time.perf_counter(), time.process_time()
+    names = block_names(params.net.L)
+    for b in config.cg_blocks:
+        if b not in names:
+            raise ValueError(f"cg_blocks entry {b!r} is not a block; choose from {names}")
+    est = e_step(params, images, labels, render_=config.weights.generative or bool(config.cg_blocks))
+    terms, grads = objective_and_gradients(params, est, labels, config.weights)
+    tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
+    params = with_trainable(params, tree)
+    infos = []
+    for b in config.cg_blocks:
+        rendering = render(params, est.classes, est.latents)
+        theta, info = block_step(params, images, rendering, b, k_cg=config.k_cg, damping=config.cg_damping)
+        old = trainable(params)[b]
+        params = with_trainable(params, {b: old + config.cg_eta * (theta - old)})
+        infos.append(info)
+    stats = prior_stats(est)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    rc_m, trace_s = None, 0.0
+    if config.trace_m_step:
+        t0 = time.perf_counter()
+        rc_m = _rc_at(params, images, est.classes, est.latents)
+        trace_s = time.perf_counter() - t0
+    rc_e = terms.rc
+    if rc_e is None and est.rendering is not None:
+        rc_e = float(reconstruction(images, est.rendering.image)[0])
+    return params, opt_state, StepTrace(terms, rc_e, rc_m, seconds, trace_seconds=trace_s, cpu_seconds=cpu, blocks=tuple(infos),
+                                        stats=stats)
+
+
+def backprop_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any,
+                  labels: Any) -> tuple[DRMMParams, Any, StepTrace]:
+    """One backprop step of the baseline DCN: bottom-up pass, CE, its gradient, one optimiser step."""
+    start, cpu0 = time.perf_counter(), time.process_time()
+    est = e_step(params, images, labels, render_=False)
+    terms, grads = objective_and_gradients(params, est, labels, BACKPROP_WEIGHTS)
+    tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
+    params = with_trainable(params, tree)
+    return params, opt_state, StepTrace(terms, None, None, time.perf_counter() - start,
+                                        cpu_seconds=time.process_time() - cpu0)
