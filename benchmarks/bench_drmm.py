@@ -26,37 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _timing import best_time  # noqa: E402  (benchmarks/_timing.py)
 from drmm_ref import _backend  # noqa: E402
 from drmm_ref import drmm as D  # noqa: E402
 from drmm_ref.drmm.inference import bottom_up_layer, class_scores  # noqa: E402
 from drmm_ref.drmm.params import template_maps  # noqa: E402
 
 
-def _sync(xp):
-    if _backend.namespace_name(xp) == "cupy":
-        import cupy
-
-        cupy.cuda.Device().synchronize()
-
-
-def best_time(fn, xp, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls after one warm-up call (device synchronised)."""
-    fn()
-    _sync(xp)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(xp)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def conv_flops(net, batch: int) -> list[float]:

@@ -17,10 +17,8 @@ newer-version file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend
+from ._files import array_checksum, save_npz_atomic
 from .drmm.network import Network
 from .drmm.params import DRMMParams
 
@@ -52,13 +51,7 @@ def _arrays(params: DRMMParams) -> dict[str, np.ndarray]:
     return out
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+_checksum = array_checksum
 
 
 def save_params(path: str | os.PathLike, params: DRMMParams, *, metadata: dict | None = None) -> Path:
@@ -80,21 +73,10 @@ def save_params(path: str | os.PathLike, params: DRMMParams, *, metadata: dict |
             "dtype": str(arrays["class_templates"].dtype), "checksum": _checksum(arrays),
             "drmm_ref": _library_version(), "metadata": metadata or {}}
     try:
-        meta_text = json.dumps(meta, allow_nan=False)
+        json.dumps(meta, allow_nan=False)  # refuse bad metadata before anything is written
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, __meta__=np.asarray(meta_text), **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_npz_atomic(path, meta, arrays)
     return path
 
 

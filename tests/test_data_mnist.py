@@ -6,8 +6,6 @@ The network is never touched: every call is offline or has urlopen patched to fa
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
 import pickle
 import struct
 

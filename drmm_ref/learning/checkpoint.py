@@ -13,10 +13,8 @@ renamed (atomic); loading never unpickles.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
+from .._files import array_checksum, save_npz_atomic
 from ..drmm import DRMMParams, Network
 from .optim import Adam, AdamState, SGD, SGDState
 
@@ -70,13 +69,7 @@ def _host(a: Any) -> np.ndarray:
     return np.ascontiguousarray(_backend.to_numpy(a))
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = arrays[name]
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+_checksum = array_checksum
 
 
 def _opt_slots(state: Any) -> dict[str, dict[str, Any]]:
@@ -101,19 +94,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
             "optimizer": ckpt.optimizer.to_dict(), "opt_step": int(ckpt.opt_state.step),
             "rng_state": ckpt.rng_state, "epoch": int(ckpt.epoch), "config": ckpt.config, "history": ckpt.history,
             "checksum": _checksum(arrays)}
-    text = json.dumps(meta, allow_nan=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, __meta__=np.asarray(text), **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_npz_atomic(path, meta, arrays)
     return path
 
 

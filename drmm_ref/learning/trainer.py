@@ -28,7 +28,6 @@ across the E-step is counted, never hidden.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -38,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _backend
+from .._files import atomic_write_json
 from ..drmm import DRMMParams, Network, bottom_up, init_params, preset, render
 from ..numerics import dtype_name
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -161,22 +161,7 @@ class TrainResult:
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     """Write JSON (no NaN) to ``path`` through a temporary file and an atomic rename."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, payload, indent=1)
 
 
 def load_data(config: TrainConfig, *, path: Any = None, offline: bool | None = None, progress: bool = True):
