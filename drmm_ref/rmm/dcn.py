@@ -120,7 +120,7 @@ def to_dcn(params: RMMParams) -> DCNParams:
     """
     T.check_params(params)
     xp = params.xp
-    K, M = params.num_classes, params.num_subtemplates
+    K = params.num_classes
     logodds = T.switch_log_odds(params)
     if params.padding == 0:
         sq = xp.sum(params.templates * params.templates, axis=(2, 3, 4))

@@ -274,7 +274,7 @@ def _floored_simplex(counts: np.ndarray, floor: float) -> np.ndarray:
 def _reseed_templates(params: RMMParams, images: Any, estep: EStep, empty: list, templates: Any) -> Any:
     """Replace the templates of ``empty`` (c, m) pairs by the highest-energy patches of the worst-explained examples."""
     xp = params.xp
-    K, M, C, k = params.num_classes, params.num_subtemplates, params.channels, params.kernel
+    C, k = params.channels, params.kernel
     hg, wg = params.grid_shape
     worst = np.argsort(np.asarray(to_numpy(estep.per_example), dtype=np.float64))[: len(empty)]
     idx = asarray(worst.astype(np.int64), xp=xp, device=device_of(images))
