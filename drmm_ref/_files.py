@@ -56,10 +56,15 @@ def save_npz_atomic(path: str | os.PathLike, meta: dict, arrays: dict[str, np.nd
 
 
 def array_checksum(arrays: dict[str, np.ndarray]) -> str:
-    """sha256 over the arrays in name order, each with its name, dtype and shape."""
+    """sha256 over the arrays in name order, each with its name, dtype and shape.
+
+    The shape is the array's own (``np.asarray``, not ``np.ascontiguousarray``, which would turn a
+    0-d array into shape ``(1,)`` and change the checksum of files already written); ``tobytes``
+    gives the C-order bytes whatever the memory layout.
+    """
     h = hashlib.sha256()
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.asarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()

@@ -115,3 +115,18 @@ def test_trainer_runs_on_array_api_strict_with_block_steps(tmp_path):
     assert res.log["epochs"][-1]["mean_rc_after_m"] is not None
     ck = load_checkpoint(latest_checkpoint(tmp_path), xp="array_api_strict")
     _arrays_equal(ck.params, res.params)
+
+
+def test_committed_checkpoints_still_load_regression_checksum_of_0d_arrays():
+    """Regression: unifying the checksum helpers once hashed 0-d arrays as shape (1,), so every
+    checkpoint written before (the committed em-vs-backprop runs included) failed its checksum."""
+    from pathlib import Path
+
+    from drmm_ref.learning.checkpoint import load_checkpoint
+
+    root = Path(__file__).resolve().parent.parent / "results" / "runs" / "em-vs-backprop-mnist"
+    paths = sorted(root.glob("*/checkpoints/*.npz"))
+    assert paths, "the committed em-vs-backprop checkpoints are missing"
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        assert ckpt.epoch == 10
