@@ -35,6 +35,7 @@ __all__ = [
     "random_normal",
     "random_uniform",
     "random_integers",
+    "host_rng",
     "is_floating",
     "is_integer",
 ]
@@ -184,7 +185,8 @@ def asarray(x: Any, *, xp: Any, dtype: Any = None, device: Any = None) -> Any:
     return space.asarray(host, dtype=dtype, device=device)
 
 
-def _rng(seed: Any) -> np.random.Generator:
+def host_rng(seed: Any) -> np.random.Generator:
+    """``numpy.random.default_rng(seed)`` (a Generator passes through): randomness lives on the host."""
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence)):
@@ -202,19 +204,19 @@ def _float_dtype_name(dtype: Any) -> str:
 
 def random_normal(shape, seed=None, *, dtype="float64", xp="numpy", device=None, scale=1.0):
     """Standard normal samples times ``scale``, drawn on the host and moved to ``xp``/``device``."""
-    host = _rng(seed).standard_normal(size=tuple(shape)) * scale
+    host = host_rng(seed).standard_normal(size=tuple(shape)) * scale
     return asarray(host.astype(_float_dtype_name(dtype)), xp=xp, device=device)
 
 
 def random_uniform(shape, seed=None, *, low=0.0, high=1.0, dtype="float64", xp="numpy", device=None):
     """Uniform samples on ``[low, high)``, drawn on the host and moved to ``xp``/``device``."""
-    host = _rng(seed).uniform(low, high, size=tuple(shape))
+    host = host_rng(seed).uniform(low, high, size=tuple(shape))
     return asarray(host.astype(_float_dtype_name(dtype)), xp=xp, device=device)
 
 
 def random_integers(shape, high, seed=None, *, low=0, xp="numpy", device=None):
     """Integers on ``[low, high)`` (int64), drawn on the host and moved to ``xp``/``device``."""
-    host = _rng(seed).integers(low, high, size=tuple(shape), dtype=np.int64)
+    host = host_rng(seed).integers(low, high, size=tuple(shape), dtype=np.int64)
     return asarray(host, xp=xp, device=device)
 
 

@@ -13,13 +13,7 @@ from .. import _backend
 __all__ = ["host_rng", "check_images", "as_classes", "one_hot", "channel_bias"]
 
 
-def host_rng(seed: Any) -> np.random.Generator:
-    """``numpy.random.default_rng(seed)`` (a Generator passes through): randomness lives on the host."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence)):
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be an int, a numpy SeedSequence or Generator, got {type(seed).__name__}")
+host_rng = _backend.host_rng
 
 
 def check_images(params: Any, images: Any, name: str = "images", *, check_finite: bool = True) -> Any:
