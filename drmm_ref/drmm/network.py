@@ -22,20 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from typing import Any
+
+from ..primitives._checks import int_at_least
 
 __all__ = ["Layer", "Network", "PRESETS", "preset"]
 
 
-def _int(value: Any, name: str, minimum: int) -> int:
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
+_int = int_at_least
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,23 +31,25 @@ def same_dtype(a: Any, b: Any, name_a: str, name_b: str) -> None:
         raise TypeError(f"{name_a} has dtype {a.dtype} but {name_b} has dtype {b.dtype}; cast one of them")
 
 
-def nonneg_int(value: Any, name: str) -> int:
-    """``value`` as a Python int >= 0, or a clear error."""
+def int_at_least(value: Any, name: str, minimum: int) -> int:
+    """``value`` as a Python int >= ``minimum``, or a clear error naming ``name`` (used by the models too)."""
     try:
         v = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
     return v
+
+
+def nonneg_int(value: Any, name: str) -> int:
+    """``value`` as a Python int >= 0, or a clear error."""
+    return int_at_least(value, name, 0)
 
 
 def pos_int(value: Any, name: str) -> int:
     """``value`` as a Python int >= 1, or a clear error."""
-    v = nonneg_int(value, name)
-    if v < 1:
-        raise ValueError(f"{name} must be >= 1, got {v}")
-    return v
+    return int_at_least(value, name, 1)
 
 
 def namespace(*arrays: Any, names: tuple[str, ...], xp: Any = None) -> Any:

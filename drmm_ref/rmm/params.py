@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from typing import Any, Optional
 
 import numpy as np
 
 from .._backend import device_of, get_namespace, to_numpy
+from ..primitives._checks import int_at_least
 
 __all__ = ["RMMParams", "PARAMS_VERSION"]
 
@@ -43,14 +43,7 @@ PARAMS_VERSION = 1
 _SUM_TOL = 1e-6
 
 
-def _as_int(value: Any, name: str, minimum: int) -> int:
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
+_as_int = int_at_least
 
 
 def _finite_host(x: Any, name: str) -> np.ndarray:
