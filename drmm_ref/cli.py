@@ -46,15 +46,20 @@ def _info(_args) -> int:
 def _train(args) -> int:
     from drmm_ref.learning import LossWeights, TrainConfig, load_data, train
 
-    weights = LossWeights(ce=args.a_ce, rc=args.a_rc, nn=args.a_nn, h=args.a_h, h_sign=args.h_sign)
+    a_h = args.a_h
+    if a_h is None:
+        a_h = 0.2 if args.labels is not None and args.model == "drmm" else 0.0
+    weights = LossWeights(ce=args.a_ce, rc=args.a_rc, nn=args.a_nn, h=a_h, h_sign=args.h_sign, balance=args.a_balance)
     config = TrainConfig(model=args.model, net=args.net, epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, seed=args.seed,
                          dtype=args.dtype, weights=weights, cg_blocks=tuple(args.cg_blocks), k_cg=args.k_cg,
                          cg_eta=args.cg_eta, n_train=args.n_train, n_eval=args.n_eval, data=args.data,
-                         backend=args.backend)
+                         backend=args.backend, n_labels=args.labels, label_seed=args.label_seed,
+                         init_from=args.init_from)
     data = load_data(config, path=args.mnist_path, offline=args.offline or None, progress=not args.no_progress)
-    print(f"training {args.model} on {config.network.name} for {args.epochs} epoch(s); data: {data.source}; "
-          f"writing to {args.out}", flush=True)
+    labels = {None: "all labels", 0: "no labels (unsupervised)"}.get(args.labels, f"{args.labels} labels")
+    print(f"training {args.model} on {config.network.name} for {args.epochs} epoch(s) with {labels}; "
+          f"data: {data.source}; writing to {args.out}", flush=True)
     result = train(config, data, args.out, resume=not args.restart, progress=not args.no_progress)
     last = result.log["epochs"][-1]
     print(f"done: epoch {last['epoch']}, validation error {100 * last['validation_error']:.2f}%, "
@@ -103,9 +108,19 @@ Train on MNIST (or a synthetic stand-in) and write <OUT>/log.json and <OUT>/chec
 --model dcn  : the same network, initialisation, optimiser and batches trained by backprop on the
                cross-entropy alone (the baseline).
 
+Semi-supervised (SPEC §5): --labels N keeps N class-balanced labels (seed --label-seed, default
+--seed) and treats the rest of the training images as unlabelled. An epoch is then one pass over the
+unlabelled images, each batch paired with as many labelled images (oversampled). drmm renders an
+unlabelled image from its predicted class and adds the entropy term H (--a-h, default 0.2 with
+--labels); dcn is the labels-only baseline (the labelled half of each pair, backprop on CE).
+--labels 0 is unsupervised EG (set --a-ce 0 and a balance weight, e.g. --a-balance 1); the log
+then reports the class latent's test accuracy after matching clusters to labels.
+
 Every epoch the validation and test errors are measured and logged. Rerunning the same command on
 the same --out folder resumes after the last checkpoint, bit for bit (use --restart to start over).
-Example: drmm-ref train --model drmm --net small2 --epochs 10 --seed 0 --out runs/drmm-small2-s0
+Examples:
+  drmm-ref train --model drmm --net small2 --epochs 10 --seed 0 --out runs/drmm-small2-s0
+  drmm-ref train --model drmm --net conv-small --labels 100 --epochs 5 --seed 0 --out runs/ssl-100-s0
 """
 
 
@@ -136,9 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--a-ce", type=float, default=1.0, help="EG weight of the cross-entropy (default 1)")
     tr.add_argument("--a-rc", type=float, default=1.0, help="EG weight of the reconstruction error RC (default 1)")
     tr.add_argument("--a-nn", type=float, default=0.5, help="EG weight of the non-negativity penalty NN (default 0.5)")
-    tr.add_argument("--a-h", type=float, default=0.0, help="EG weight of the entropy term H (default 0)")
+    tr.add_argument("--a-h", type=float, default=None,
+                    help="EG weight of the entropy term H (default 0.2 with --labels, else 0)")
     tr.add_argument("--h-sign", choices=("entropy", "kl_to_prior"), default="entropy",
                     help="which H: mean entropy of softmax(scores) or its KL to uniform (opposite signs)")
+    tr.add_argument("--a-balance", type=float, default=0.0,
+                    help="EG weight of the batch-balance term log K - H(mean prediction) (default 0; "
+                    "unsupervised runs need it, or every image falls in one cluster)")
+    tr.add_argument("--labels", type=int, default=None, metavar="N",
+                    help="semi-supervised: keep N class-balanced labels (a multiple of 10), the rest unlabelled; "
+                    "0 = unsupervised (default: all labels)")
+    tr.add_argument("--label-seed", type=int, default=None, help="seed of the labelled subset (default --seed)")
+    tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                    help="start from this checkpoint's parameters (e.g. unsupervised pre-training)")
     tr.add_argument("--cg-blocks", nargs="*", default=[], metavar="BLOCK",
                     help="also take an exact CGLS step on RC for these blocks after each G-step "
                     "(filters_1 .. filters_L, class_templates); default none")

@@ -68,7 +68,8 @@ TERM_WEIGHTS = {
     "NN": LossWeights(ce=0.0, rc=0.0, nn=1.0, h=0.0),
     "H-entropy": LossWeights(ce=0.0, rc=0.0, nn=0.0, h=1.0, h_sign="entropy"),
     "H-kl_to_prior": LossWeights(ce=0.0, rc=0.0, nn=0.0, h=1.0, h_sign="kl_to_prior"),
-    "all": LossWeights(ce=1.0, rc=2.0, nn=0.5, h=0.3),
+    "BAL": LossWeights(ce=0.0, rc=0.0, nn=0.0, h=0.0, balance=1.0),
+    "all": LossWeights(ce=1.0, rc=2.0, nn=0.5, h=0.3, balance=0.7),
 }
 
 
@@ -94,6 +95,34 @@ def test_term_gradient_matches_finite_differences(term, net):
         assert_fd_close(analytic, numeric, err_msg=f"term {term}, parameter {name}")
     # the check is not vacuous: the term moves at least one parameter
     assert max(float(np.max(np.abs(host(g)))) for g in grads.values()) > 1e-6
+
+
+@pytest.mark.parametrize("net", [NET, NET_CONST], ids=["templates", "constant-templates"])
+def test_semi_supervised_objective_gradient_matches_finite_differences(net):
+    """Labelled and unlabelled rows in one batch (SPEC §5): CE on the labelled rows, RC / NN / H / BAL on all,
+    unlabelled rows rendered from their predicted class (kept away from score ties, where the class would move)."""
+    from drmm_ref.learning import UNLABELLED
+
+    weights = LossWeights(ce=1.0, rc=1.0, nn=0.5, h=0.2, balance=0.5)
+    for seed in range(3, 60):
+        params, images, labels = _problem(seed, net)
+        scores = np.sort(host(bottom_up(params, params.xp.asarray(images)).scores), axis=1)
+        if np.min(scores[:, -1] - scores[:, -2]) > 1e-3:
+            break
+    labels = np.where(np.arange(labels.size) % 2 == 1, UNLABELLED, labels)
+    xp = params.xp
+    value, grads = _objective(params, xp.asarray(images), xp.asarray(labels), weights)
+    assert math.isfinite(value)
+    base = trainable(params)
+    for name in trainable_names(net.L):
+        def f(theta, name=name):
+            p = with_trainable(params, {name: xp.asarray(theta)})
+            return _objective(p, xp.asarray(images), xp.asarray(labels), weights)[0]
+
+        numeric = central_fd_gradient(f, host(base[name]))
+        analytic = grads.get(name)
+        analytic = np.zeros_like(numeric) if analytic is None else host(analytic)
+        assert_fd_close(analytic, numeric, err_msg=f"semi-supervised objective, parameter {name}")
 
 
 def test_rc_and_nn_do_not_touch_biases():

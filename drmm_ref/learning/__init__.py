@@ -11,6 +11,7 @@ SPEC §3 (Patel, Nguyen & Baraniuk 2016, §3). One idea per module:
 * :mod:`.steps`        -- one EG step and one backprop step, with their traces;
 * :mod:`.trainer`      -- the mini-batch loop, evaluation, JSON log, checkpoints and exact resume;
 * :mod:`.checkpoint`   -- checkpoint files;
+* :mod:`.semi`         -- semi-supervised data: label split, paired batches, cluster accuracy;
 * :mod:`.synthetic`    -- a seeded synthetic stand-in for MNIST.
 """
 
@@ -19,15 +20,17 @@ from .block_step import BlockOperator, BlockStepInfo, block_names, block_operato
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .closed_forms import PriorStats, apply_closed_forms, prior_stats
 from .estep import EStep, e_step
-from .objectives import (H_SIGNS, LossWeights, Terms, cross_entropy, entropy_term, nonnegativity,
-                         objective_and_gradients, reconstruction)
+from .objectives import (H_SIGNS, UNLABELLED, LossWeights, Terms, balance_term, cross_entropy, entropy_term,
+                         nonnegativity, objective_and_gradients, reconstruction)
 from .optim import SGD, Adam, AdamState, SGDState, make_optimizer
+from .semi import LabelSplit, cluster_accuracy, confusion_matrix, label_split, paired_batches
 from .steps import BACKPROP_WEIGHTS, EGConfig, StepTrace, backprop_step, eg_step
 from .synthetic import SYNTHETIC_DESCRIPTION, mnist_or_synthetic, synthetic_digits
 from .trainer import MODELS, TrainConfig, TrainResult, evaluate, latest_checkpoint, load_data, train
 
 __all__ = [
-    "Adam", "AdamState", "BACKPROP_WEIGHTS", "BlockOperator", "BlockStepInfo", "Checkpoint", "CheckpointError",
+    "Adam", "AdamState", "LabelSplit", "UNLABELLED", "balance_term", "cluster_accuracy", "confusion_matrix",
+    "label_split", "paired_batches", "BACKPROP_WEIGHTS", "BlockOperator", "BlockStepInfo", "Checkpoint", "CheckpointError",
     "EGConfig", "EStep", "H_SIGNS", "LossWeights", "MODELS", "PriorStats", "SGD", "SGDState", "StepTrace",
     "SYNTHETIC_DESCRIPTION", "Terms", "TrainConfig", "TrainResult", "apply_closed_forms", "backprop_step",
     "block_names", "block_operator", "block_step", "cross_entropy", "e_step", "eg_step", "entropy_term",

@@ -15,7 +15,17 @@ With the latents of the E-step held fixed,
     \\mathrm H = \\tfrac1N \\textstyle\\sum_n H(q_n)\\ (\\texttt{entropy}) \\quad\\text{or}\\quad
     \\tfrac1N \\sum_n \\mathrm{KL}(q_n \\,\\|\\, \\mathrm{uniform}) = \\log K - H(q_n)\\ (\\texttt{kl\\_to\\_prior})
 
+    \\mathrm{BAL} = \\log K - H(\\bar q),\\qquad \\bar q = \\tfrac1N \\textstyle\\sum_n q_n
+
 where ``q_n = softmax(s_n)`` (SPEC §5: the two signs are opposite; the term states which it is).
+``BAL`` (weight ``a_BAL``, our addition for unsupervised training, issue 6) is the KL of the
+batch-mean prediction to uniform: minimising it spreads the batch over the classes, which
+per-example entropy minimisation alone does not (it collapses every example onto one class).
+
+**Semi-supervised batches.** A label equal to :data:`UNLABELLED` (-1) marks an unlabelled example:
+CE is the mean over the *labelled* examples only (0 when there are none), while RC, NN, H and BAL
+are means over the whole batch (SPEC §5: "on both streams"). The E-step renders an unlabelled
+example from its predicted class (:func:`drmm_ref.learning.e_step`).
 
 Every function returns ``(value, cotangent)``: ``value`` a 0-d array of the inputs' dtype, the
 cotangent that of the term with respect to its argument(s). The parameter gradients are then
@@ -37,9 +47,12 @@ from .rendering import render_cached_vjp
 from ._tree import add_trees, gradients_tree
 
 __all__ = ["LossWeights", "Terms", "cross_entropy", "reconstruction", "nonnegativity", "entropy_term",
-           "objective_and_gradients", "H_SIGNS"]
+           "balance_term", "objective_and_gradients", "H_SIGNS", "UNLABELLED"]
 
 H_SIGNS = ("entropy", "kl_to_prior")
+
+#: The label of an unlabelled example in a semi-supervised batch.
+UNLABELLED = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +62,8 @@ class LossWeights:
     Defaults (our choice for *supervised* EG training): ``a_CE = 1``, ``a_RC = 1`` and
     ``a_NN = 0.5`` as in SPEC §5; ``a_H = 0`` because the entropy term is the semi-supervised
     papers' term on unlabelled data (SPEC §5 uses 0.2 there). ``h_sign`` names the sign of H.
-    The backprop baseline is ``LossWeights(ce=1, rc=0, nn=0, h=0)``.
+    The backprop baseline is ``LossWeights(ce=1, rc=0, nn=0, h=0)``. ``balance`` weighs the
+    batch-balance term BAL (0 by default; unsupervised clustering needs it).
     """
 
     ce: float = 1.0
@@ -57,9 +71,10 @@ class LossWeights:
     nn: float = 0.5
     h: float = 0.0
     h_sign: str = "entropy"
+    balance: float = 0.0
 
     def __post_init__(self):
-        for name in ("ce", "rc", "nn", "h"):
+        for name in ("ce", "rc", "nn", "h", "balance"):
             v = float(getattr(self, name))
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"loss weight {name} must be finite and >= 0, got {v}")
@@ -85,29 +100,34 @@ class Terms:
     rc: float | None
     nn: float | None
     h: float | None
+    balance: float | None = None
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
 
 def cross_entropy(scores: Any, labels: Any) -> tuple[Any, Any]:
-    """Mean cross-entropy of softmax(scores) against integer labels, and its cotangent in ``scores``.
+    """Mean cross-entropy of softmax(scores) over the labelled examples, and its cotangent in ``scores``.
 
-    .. math:: \\mathrm{CE} = \\tfrac1N \\sum_n [\\mathrm{lse}(s_n) - s_{n,y_n}],\\qquad
-              \\partial \\mathrm{CE} / \\partial s = (\\mathrm{softmax}(s) - \\mathrm{onehot}(y)) / N
+    .. math:: \\mathrm{CE} = \\tfrac1{N_\\ell} \\sum_{n\\ \\text{labelled}} [\\mathrm{lse}(s_n) - s_{n,y_n}],\\qquad
+              \\partial \\mathrm{CE} / \\partial s_n = [y_n \\ne -1]\\,(\\mathrm{softmax}(s_n) - \\mathrm{onehot}(y_n)) / N_\\ell
 
     Parameters
     ----------
     scores : array of shape (N, K)
     labels : int array of shape (N,)
+        Class indices; :data:`UNLABELLED` (-1) marks an example that CE ignores. With no labelled
+        example the value and the cotangent are 0.
     """
     xp = _backend.get_namespace(scores, labels, names=("scores", "labels"))
     n, k = scores.shape
-    onehot = xp.astype(xp.expand_dims(labels, axis=1) == xp.arange(k, dtype=labels.dtype,
-                                                                    device=_backend.device_of(labels)), scores.dtype)
+    dev = _backend.device_of(labels)
+    onehot = xp.astype(xp.expand_dims(labels, axis=1) == xp.arange(k, dtype=labels.dtype, device=dev), scores.dtype)
+    labelled = xp.astype(labels != UNLABELLED, scores.dtype)
+    n_labelled = max(int(xp.sum(xp.astype(labels != UNLABELLED, xp.int64))), 1)
     lse = P.logsumexp(scores, axis=1, xp=xp)
-    value = xp.sum(lse - xp.sum(onehot * scores, axis=1)) / n
-    grad = (P.softmax(scores, axis=1, xp=xp) - onehot) / n
+    value = xp.sum(labelled * (lse - xp.sum(onehot * scores, axis=1))) / n_labelled
+    grad = xp.expand_dims(labelled, axis=1) * (P.softmax(scores, axis=1, xp=xp) - onehot) / n_labelled
     return value, grad
 
 
@@ -176,6 +196,25 @@ def entropy_term(scores: Any, sign: str = "entropy") -> tuple[Any, Any]:
     return value, grad
 
 
+def balance_term(scores: Any) -> tuple[Any, Any]:
+    """``KL(q_bar || uniform) = log K - H(q_bar)`` of the batch-mean prediction, and its cotangent.
+
+    .. math:: \\bar q = \\tfrac1N \\textstyle\\sum_n q_n,\\qquad
+              \\partial\\,\\mathrm{BAL} / \\partial s_{n} = q_n \\odot (\\log \\bar q - \\langle q_n, \\log \\bar q\\rangle) / N
+
+    Zero when the batch's predictions are balanced over the K classes; ``log K`` when they all fall
+    on one class. Minimising it is "maximise the entropy of the batch-mean prediction" (issue 6).
+    """
+    xp = _backend.get_namespace(scores, names=("scores",))
+    n, k = scores.shape
+    q = P.softmax(scores, axis=1, xp=xp)
+    qbar = xp.sum(q, axis=0, keepdims=True) / n
+    log_qbar = xp.log(qbar)
+    value = math.log(k) + xp.sum(qbar * log_qbar)
+    grad = q * (log_qbar - xp.sum(q * log_qbar, axis=1, keepdims=True)) / n
+    return value, grad
+
+
 def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights: LossWeights,
                             *, need_gradients: bool = True) -> tuple[Terms, dict[str, Any] | None]:
     """The EG objective of one batch at the E-step's latents, and its gradient tree.
@@ -188,7 +227,7 @@ def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights
         Output of :func:`drmm_ref.learning.e_step` on the batch (bottom-up pass; rendering when
         ``weights.generative``).
     labels : int array of shape (N,)
-        Needed when ``weights.ce > 0``.
+        Needed when ``weights.ce > 0``; :data:`UNLABELLED` entries are ignored by CE.
     weights : LossWeights
 
     Returns
@@ -202,7 +241,7 @@ def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights
     fw = estep.forward
     zero = xp.zeros((), dtype=params.dtype, device=params.device)
     grad_scores = None
-    ce = rc = nn = h = zero
+    ce = rc = nn = h = bal = zero
     if weights.ce > 0:
         if labels is None:
             raise ValueError("labels are required when the cross-entropy weight is positive")
@@ -211,6 +250,9 @@ def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights
     if weights.h > 0:
         h, g = entropy_term(fw.scores, weights.h_sign)
         grad_scores = weights.h * g if grad_scores is None else grad_scores + weights.h * g
+    if weights.balance > 0:
+        bal, g = balance_term(fw.scores)
+        grad_scores = weights.balance * g if grad_scores is None else grad_scores + weights.balance * g
     grad_image, grad_z = None, {}
     if weights.generative:
         if estep.rendering is None:
@@ -222,12 +264,13 @@ def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights
         if weights.nn > 0:
             nn, gz = nonnegativity(zs)
             grad_z = {l: weights.nn * v for l, v in gz.items()}
-    total = weights.ce * ce + weights.rc * rc + weights.nn * nn + weights.h * h
+    total = weights.ce * ce + weights.rc * rc + weights.nn * nn + weights.h * h + weights.balance * bal
 
     def val(w, v):
         return float(v) if w > 0 else None
 
-    terms = Terms(float(total), val(weights.ce, ce), val(weights.rc, rc), val(weights.nn, nn), val(weights.h, h))
+    terms = Terms(float(total), val(weights.ce, ce), val(weights.rc, rc), val(weights.nn, nn), val(weights.h, h),
+                  val(weights.balance, bal))
     if not need_gradients:
         return terms, None
     tree: dict[str, Any] = {}

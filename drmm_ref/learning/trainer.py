@@ -19,6 +19,21 @@ its settings, the batch size and the order of the batches; they differ only in t
 (:func:`~drmm_ref.learning.eg_step` vs :func:`~drmm_ref.learning.backprop_step`) and in the
 closed-form prior updates that EG makes at the end of each epoch.
 
+**Semi-supervised and unsupervised runs** (``TrainConfig.n_labels``, SPEC §5, issue 6). The training
+split is cut into ``n_labels`` class-balanced labelled images (seed ``label_seed``) and the
+unlabelled rest (:func:`~drmm_ref.learning.semi.label_split`); an epoch is one pass over the
+unlabelled images, each batch of ``batch_size`` unlabelled images paired with ``batch_size``
+labelled ones (oversampled; :func:`~drmm_ref.learning.semi.paired_batches`).
+
+* ``drmm``: one EG step on the concatenated batch ``[labelled; unlabelled]`` with labels
+  ``[y; UNLABELLED]``: CE over the labelled half, RC, NN, H (and BAL) over both; unlabelled images
+  render from their predicted class. ``n_labels = 0`` is unsupervised EG (CE has nothing to act
+  on; the test accuracy of the class latent after matching clusters to labels is logged).
+* ``dcn``: the labels-only baseline: one backprop step on the labelled half alone (the same
+  number of steps as the DRMM; the unlabelled half is not used).
+
+The labels of the unlabelled images are never read by the training loop.
+
 Monitoring the EG loop (SPEC §3: no monotonicity guarantee): after each epoch, on a fixed
 monitoring subset of the training set, RC is measured at the new parameters with the previous
 epoch's latents ("after the M-steps") and with fresh latents ("after the E-step"); an increase
@@ -43,7 +58,9 @@ from ..numerics import dtype_name
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .closed_forms import PriorStats, apply_closed_forms
 from .objectives import LossWeights, cross_entropy, reconstruction
+from .objectives import UNLABELLED
 from .optim import make_optimizer
+from .semi import cluster_accuracy, confusion_matrix, label_split, paired_batches
 from .steps import EGConfig, backprop_step, eg_step
 from ._tree import trainable
 
@@ -80,6 +97,15 @@ class TrainConfig:
         Train on the first ``n_train`` training images only.
     n_eval : int, optional
         Evaluate on the first ``n_eval`` validation and test images only.
+    n_labels : int, optional
+        None (default): every training image is labelled (supervised). ``0``: unsupervised EG
+        (``drmm`` only). ``N > 0``: semi-supervised, N class-balanced labels (see the module
+        docstring).
+    label_seed : int, optional
+        Seed of the labelled subset (default: ``seed``).
+    init_from : str, optional
+        Start from the parameters of this checkpoint instead of ``init_params(net, seed)`` (e.g.
+        unsupervised pre-training followed by semi-supervised training); the optimiser starts afresh.
     monitor_size : int, default 1000
         Size of the EG monitoring subset (first training images).
     data : {"mnist", "synthetic"}
@@ -107,6 +133,9 @@ class TrainConfig:
     monitor_size: int = 1000
     data: str = "mnist"
     backend: str = "numpy"
+    n_labels: int | None = None
+    label_seed: int | None = None
+    init_from: str | None = None
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -118,8 +147,18 @@ class TrainConfig:
         if isinstance(self.weights, dict):
             object.__setattr__(self, "weights", LossWeights(**self.weights))
         object.__setattr__(self, "cg_blocks", tuple(self.cg_blocks))
+        if self.n_labels is not None:
+            if isinstance(self.n_labels, bool) or int(self.n_labels) != self.n_labels or self.n_labels < 0:
+                raise ValueError(f"n_labels must be None or an integer >= 0, got {self.n_labels!r}")
+            if self.n_labels == 0 and self.model == "dcn":
+                raise ValueError("n_labels=0 (unsupervised) needs model='drmm': a DCN has nothing to learn from")
         dtype_name(self.dtype)
         self.network  # noqa: B018 - validates the net
+
+    @property
+    def semi_supervised(self) -> bool:
+        """True when the run splits the training set into labelled and unlabelled images."""
+        return self.n_labels is not None
 
     @property
     def network(self) -> Network:
@@ -145,6 +184,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; fields added since a log was written take their defaults."""
         d = dict(d)
         d["weights"] = LossWeights(**d["weights"])
         d["cg_blocks"] = tuple(d.get("cg_blocks", ()))
@@ -185,13 +225,18 @@ def _host_split(split: Any, n: int | None) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), np.ascontiguousarray(y).astype(np.int64)
 
 
-def evaluate(params: DRMMParams, images: np.ndarray, labels: np.ndarray, *, batch: int = 1000) -> dict[str, float]:
+def evaluate(params: DRMMParams, images: np.ndarray, labels: np.ndarray, *, batch: int = 1000,
+             clusters: bool = False) -> dict[str, Any]:
     """Classification error (fraction) and mean cross-entropy of the DCN decision ``argmax_c s_c``.
 
     ``images`` and ``labels`` are host arrays; they are moved to the parameters' namespace a batch at a time.
+    With ``clusters=True`` the result also holds ``cluster`` (:func:`~drmm_ref.learning.semi.cluster_accuracy`
+    of the class latent: accuracy after matching clusters to labels, cluster sizes).
     """
     xp, dt = params.xp, dtype_name(params.dtype)
     wrong, ce_sum, n = 0, 0.0, int(labels.shape[0])
+    k = params.net.n_classes
+    confusion = np.zeros((k, k), dtype=np.int64)
     for s in range(0, n, batch):
         x = _backend.asarray(images[s:s + batch].astype(dt), xp=xp, device=params.device)
         y = _backend.asarray(labels[s:s + batch], xp=xp, device=params.device)
@@ -199,23 +244,32 @@ def evaluate(params: DRMMParams, images: np.ndarray, labels: np.ndarray, *, batc
         wrong += int(xp.sum(xp.astype(fw.classes != y, xp.int64)))
         ce, _ = cross_entropy(fw.scores, y)
         ce_sum += float(ce) * int(y.shape[0])
-    return {"error": wrong / max(n, 1), "ce": ce_sum / max(n, 1), "n": n}
+        if clusters:
+            confusion += confusion_matrix(fw.classes, labels[s:s + batch], k)
+    out: dict[str, Any] = {"error": wrong / max(n, 1), "ce": ce_sum / max(n, 1), "n": n}
+    if clusters:
+        out["cluster"] = cluster_accuracy(confusion)
+    return out
 
 
-def _monitor_rc(params: DRMMParams, images: np.ndarray, labels: np.ndarray, prev: DRMMParams | None,
+def _monitor_rc(params: DRMMParams, images: np.ndarray, labels: np.ndarray | None, prev: DRMMParams | None,
                 batch: int) -> dict[str, float] | None:
-    """RC on the monitoring set with the latents of ``prev`` (after the M-steps) and with fresh latents."""
+    """RC on the monitoring set with the latents of ``prev`` (after the M-steps) and with fresh latents.
+
+    ``labels=None`` renders each image from its predicted class (semi-supervised runs: the monitor
+    must not use labels the training does not have).
+    """
     xp, dt = params.xp, dtype_name(params.dtype)
-    n = int(labels.shape[0])
+    n = int(images.shape[0])
     if n == 0:
         return None
     new_sum, old_sum = 0.0, 0.0
     for s in range(0, n, batch):
         x = _backend.asarray(images[s:s + batch].astype(dt), xp=xp, device=params.device)
-        y = _backend.asarray(labels[s:s + batch], xp=xp, device=params.device)
-        m = int(y.shape[0])
-        fresh = bottom_up(params, x).latents
-        new_sum += float(reconstruction(x, render(params, y, fresh).image)[0]) * m
+        fw = bottom_up(params, x)
+        y = fw.classes if labels is None else _backend.asarray(labels[s:s + batch], xp=xp, device=params.device)
+        m = int(x.shape[0])
+        new_sum += float(reconstruction(x, render(params, y, fw.latents).image)[0]) * m
         if prev is not None:
             old = bottom_up(prev, x).latents
             old_sum += float(reconstruction(x, render(params, y, old).image)[0]) * m
@@ -237,8 +291,12 @@ def _epoch_record(epoch, traces, seconds, cumulative, wall, val, test, params, s
                            "train_cpu_seconds": cpu, "cumulative_train_cpu_seconds": cumulative_cpu,
                            "wall_seconds": wall, "validation_error": val["error"], "validation_ce": val["ce"],
                            "test_error": test["error"], "test_ce": test["ce"], "steps": len(traces)}
+    for split, res in (("validation", val), ("test", test)):
+        if "cluster" in res:
+            rec[f"{split}_cluster_accuracy"] = res["cluster"]["accuracy"]
+            rec[f"{split}_cluster_sizes"] = res["cluster"]["cluster_sizes"]
     if traces:
-        for key in ("objective", "ce", "rc", "nn", "h"):
+        for key in ("objective", "ce", "rc", "nn", "h", "balance"):
             rec[f"mean_{key}"] = _mean([getattr(t.terms, key) for t in traces])
         rec["mean_rc_after_e"] = _mean([t.rc_after_e for t in traces])
         rec["mean_rc_after_m"] = _mean([t.rc_after_m for t in traces])
@@ -260,7 +318,8 @@ def _step_trace_table(traces) -> dict[str, list]:
 
     return {"objective": [r(t.terms.objective) for t in traces], "ce": [r(t.terms.ce) for t in traces],
             "rc": [r(t.terms.rc) for t in traces], "nn": [r(t.terms.nn) for t in traces],
-            "h": [r(t.terms.h) for t in traces], "rc_after_e": [r(t.rc_after_e) for t in traces],
+            "h": [r(t.terms.h) for t in traces], "balance": [r(t.terms.balance) for t in traces],
+            "rc_after_e": [r(t.rc_after_e) for t in traces],
             "rc_after_m": [r(t.rc_after_m) for t in traces], "seconds": [r(t.seconds) for t in traces]}
 
 
@@ -276,6 +335,7 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
 
 
 def _same_run(saved: dict, current: dict) -> list[str]:
+    saved = TrainConfig.from_dict(saved).to_dict()  # fields added since the checkpoint take their defaults
     keys = [k for k in current if k != "epochs"]
     return [k for k in keys if saved.get(k) != current.get(k)]
 
@@ -318,12 +378,19 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
     xtr, ytr = _host_split(data.train, config.n_train)
     xva, yva = _host_split(data.validation, config.n_eval)
     xte, yte = _host_split(data.test, config.n_eval)
-    mon = min(config.monitor_size, len(ytr)) if config.model == "drmm" else 0
-    xmon, ymon = xtr[:mon], ytr[:mon]
     n = len(ytr)
     if n == 0:
         raise ValueError("the training split is empty; check n_train and the data")
-    batches = math.ceil(n / config.batch_size)
+    split = None
+    if config.semi_supervised:
+        split = label_split(ytr, config.n_labels, config.seed if config.label_seed is None else config.label_seed,
+                            net.n_classes)
+        batches = math.ceil(split.unlabelled.size / config.batch_size)
+    else:
+        batches = math.ceil(n / config.batch_size)
+    mon = min(config.monitor_size, n) if config.model == "drmm" else 0
+    xmon, ymon = xtr[:mon], (None if config.semi_supervised else ytr[:mon])
+    clusters = config.n_labels == 0
 
     ckpt_path = latest_checkpoint(out) if resume else None
     if ckpt_path is not None:
@@ -337,19 +404,22 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         rng.bit_generator.state = ckpt.rng_state
         log["config"] = cfg_dict
     else:
-        params = init_params(net, config.seed, dtype=dt, xp=xp)
+        params = _initial_params(config, net, xp)
         opt_state = optimizer.init(trainable(params))
         rng = np.random.default_rng(config.seed)
         start_epoch = 0
         t0 = time.perf_counter()
-        val = evaluate(params, xva, yva, batch=config.eval_batch)
-        test = evaluate(params, xte, yte, batch=config.eval_batch)
+        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters)
+        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters)
         monitor = _monitor_rc(params, xmon, ymon, None, config.eval_batch) if mon else None
         log = {"format": LOG_FORMAT, "version": 1, "config": cfg_dict, "network": net.to_dict(),
                "data_source": getattr(data, "source", "unknown"), "n_train": n, "n_validation": len(yva),
                "n_test": len(yte), "batches_per_epoch": batches, "versions": _versions(config.backend),
                "epochs": [_epoch_record(0, [], 0.0, 0.0, time.perf_counter() - t0, val, test, params, None, monitor)],
                "steps": [], "finished": False}
+        if split is not None:
+            log["labelled_indices"] = [int(i) for i in split.labelled]
+            log["n_unlabelled"] = int(split.unlabelled.size)
     log["finished"] = False
     write_json_atomic(out / "log.json", log)
     eg_cfg = config.eg_config()
@@ -358,15 +428,13 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
     for epoch in range(start_epoch + 1, config.epochs + 1):
         wall0 = time.perf_counter()
         prev = params
-        perm = rng.permutation(n)
+        schedule = _epoch_schedule(rng, n, config.batch_size, split)
         traces, stats = [], PriorStats.zeros(net.n_classes, net.L) if config.model == "drmm" else None
         bar = tqdm(total=batches, desc=f"{config.model} epoch {epoch}/{config.epochs}", disable=not progress,
                    leave=False, unit="batch")
         seconds = cpu = 0.0
-        for b in range(batches):
-            idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
-            x = _backend.asarray(xtr[idx].astype(dt), xp=xp)
-            y = _backend.asarray(ytr[idx], xp=xp)
+        for idx_l, idx_u in schedule:
+            x, y = _batch(xtr, ytr, idx_l, idx_u, config.model, dt, xp)
             if config.model == "drmm":
                 params, opt_state, tr = eg_step(params, optimizer, opt_state, x, y, eg_cfg)
                 stats = stats + tr.stats
@@ -385,8 +453,8 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
             cpu += time.process_time() - c0
         cumulative += seconds
         cumulative_cpu += cpu
-        val = evaluate(params, xva, yva, batch=config.eval_batch)
-        test = evaluate(params, xte, yte, batch=config.eval_batch)
+        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters)
+        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters)
         monitor = _monitor_rc(params, xmon, ymon, prev, config.eval_batch) if mon else None
         rec = _epoch_record(epoch, traces, seconds, cumulative, time.perf_counter() - wall0, val, test, params,
                             stats, monitor, cpu, cumulative_cpu)
@@ -406,6 +474,43 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
     log["finished"] = True
     write_json_atomic(out / "log.json", log)
     return TrainResult(params, log)
+
+
+def _initial_params(config: TrainConfig, net: Network, xp: Any) -> DRMMParams:
+    """``init_params(net, seed)``, or the parameters of the checkpoint ``config.init_from`` (pre-training)."""
+    if config.init_from is None:
+        return init_params(net, config.seed, dtype=config.dtype, xp=xp)
+    params = load_checkpoint(config.init_from, xp=xp).params
+    if params.net.to_dict() != net.to_dict():
+        raise ValueError(f"init_from={config.init_from!r} holds a {params.net.name!r} network, not {net.name!r}")
+    if dtype_name(params.dtype) != config.dtype:
+        raise ValueError(f"init_from={config.init_from!r} is {dtype_name(params.dtype)}, the run is {config.dtype}")
+    return params
+
+
+def _epoch_schedule(rng: np.random.Generator, n: int, batch_size: int, split: Any) -> list[tuple[Any, Any]]:
+    """One epoch's batches as ``(labelled indices, unlabelled indices or None)``.
+
+    Supervised: a permutation of the training set cut into batches (all labelled). Semi-supervised
+    and unsupervised: :func:`~drmm_ref.learning.semi.paired_batches`.
+    """
+    if split is None:
+        perm = rng.permutation(n)
+        return [(perm[s:s + batch_size], None) for s in range(0, n, batch_size)]
+    return paired_batches(split, batch_size, rng)
+
+
+def _batch(xtr: np.ndarray, ytr: np.ndarray, idx_l: Any, idx_u: Any, model: str, dt: str, xp: Any):
+    """The step's images and labels: the unlabelled half gets ``UNLABELLED`` (its labels are never read).
+
+    The ``dcn`` baseline of a semi-supervised run sees only the labelled half.
+    """
+    if idx_u is None or model == "dcn":
+        x, y = xtr[idx_l], ytr[idx_l]
+    else:
+        x = np.concatenate([xtr[idx_l], xtr[idx_u]])
+        y = np.concatenate([ytr[idx_l], np.full(idx_u.size, UNLABELLED, dtype=ytr.dtype)])
+    return _backend.asarray(x.astype(dt), xp=xp), _backend.asarray(y, xp=xp)
 
 
 def _versions(backend: str) -> dict[str, str]:

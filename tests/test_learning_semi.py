@@ -1,0 +1,239 @@
+"""Semi-supervised and unsupervised EG (SPEC §5, issue 6): label split, paired batches, masked CE,
+the balance term, cluster accuracy, and the trainer's semi-supervised runs (no label leaks, resume)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drmm_ref.drmm import Layer, Network, init_params
+from drmm_ref.learning import (UNLABELLED, LossWeights, TrainConfig, balance_term, cross_entropy, e_step,
+                               latest_checkpoint, load_checkpoint, synthetic_digits, train, trainable)
+from drmm_ref.learning.semi import cluster_accuracy, confusion_matrix, label_split, paired_batches
+from drmm_ref.learning.trainer import _batch, _same_run
+
+from ._helpers import host
+
+NARROW = Network((1, 28, 28), (Layer(4, 5, 0, 2), Layer(8, 5, 0, 2)), n_classes=10, name="narrow-small2")
+
+
+# --------------------------------------------------------------------------------------------- the split
+@given(n_per_class=st.integers(4, 30), per_class=st.integers(0, 3), seed=st.integers(0, 2**31))
+def test_label_split_is_balanced_disjoint_complete_and_reproducible(n_per_class, per_class, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(10), n_per_class))
+    s = label_split(labels, 10 * per_class, seed)
+    assert s.labelled.size == 10 * per_class
+    np.testing.assert_array_equal(np.bincount(labels[s.labelled], minlength=10), per_class)
+    assert np.intersect1d(s.labelled, s.unlabelled).size == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([s.labelled, s.unlabelled])), np.arange(labels.size))
+    again = label_split(labels, 10 * per_class, seed)
+    np.testing.assert_array_equal(s.labelled, again.labelled)
+
+
+def test_label_split_rejects_bad_counts():
+    labels = np.repeat(np.arange(10), 5)
+    with pytest.raises(ValueError, match="n_labels"):
+        label_split(labels, -10, 0)
+    with pytest.raises(ValueError, match="multiple"):
+        label_split(labels, 15, 0)
+    with pytest.raises(ValueError, match="no unlabelled"):
+        label_split(labels, 50, 0)
+
+
+# -------------------------------------------------------------------------------------------- the batches
+@given(n_u=st.integers(1, 300), n_l=st.integers(0, 40), batch=st.integers(1, 64), seed=st.integers(0, 2**31))
+def test_paired_batches_counts_and_oversampling(n_u, n_l, batch, seed):
+    from drmm_ref.learning.semi import LabelSplit
+
+    split = LabelSplit(np.arange(n_l, dtype=np.int64), np.arange(n_l, n_l + n_u, dtype=np.int64), n_l, 0)
+    pairs = paired_batches(split, batch, np.random.default_rng(seed))
+    assert len(pairs) == math.ceil(n_u / batch)
+    # every unlabelled image exactly once per epoch
+    np.testing.assert_array_equal(np.sort(np.concatenate([u for _, u in pairs])), split.unlabelled)
+    for lab, unl in pairs:
+        assert lab.size == (unl.size if n_l else 0)  # equal halves
+        assert np.isin(lab, split.labelled).all() and not np.isin(unl, split.labelled).any()
+    if n_l:
+        # oversampled evenly: fresh permutations back to back, so counts differ by at most one
+        counts = np.bincount(np.concatenate([lab for lab, _ in pairs]), minlength=n_l)
+        assert counts.sum() == n_u and counts.max() - counts.min() <= 1
+
+
+def test_paired_batches_schedule_follows_the_generator_state():
+    split = label_split(np.repeat(np.arange(10), 20), 30, seed=1)
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    first = paired_batches(split, 16, a)
+    second = paired_batches(split, 16, b)
+    for (la, ua), (lb, ub) in zip(first, second):
+        np.testing.assert_array_equal(la, lb)
+        np.testing.assert_array_equal(ua, ub)
+    assert not np.array_equal(paired_batches(split, 16, a)[0][1], first[0][1])  # the next epoch reshuffles
+
+
+def test_batch_gives_unlabelled_half_the_sentinel_and_dcn_only_the_labelled_half():
+    xtr = np.arange(6 * 4, dtype=np.float32).reshape(6, 1, 2, 2)
+    ytr = np.array([3, 1, 4, 1, 5, 9])
+    idx_l, idx_u = np.array([0, 2]), np.array([1, 5])
+    x, y = _batch(xtr, ytr, idx_l, idx_u, "drmm", "float32", np)
+    np.testing.assert_array_equal(y, [3, 4, UNLABELLED, UNLABELLED])
+    np.testing.assert_array_equal(x, xtr[[0, 2, 1, 5]])
+    x, y = _batch(xtr, ytr, idx_l, idx_u, "dcn", "float32", np)
+    np.testing.assert_array_equal(y, [3, 4])
+    np.testing.assert_array_equal(x, xtr[[0, 2]])
+
+
+# --------------------------------------------------------------------------------------- the objective
+@given(n=st.integers(2, 12), k=st.integers(2, 6), seed=st.integers(0, 2**31))
+def test_cross_entropy_ignores_unlabelled_rows(n, k, seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((n, k))
+    labels = rng.integers(0, k, size=n)
+    mask = rng.random(n) < 0.5
+    mask[0] = True
+    mixed = np.where(mask, labels, UNLABELLED)
+    v_mixed, g_mixed = cross_entropy(scores, mixed)
+    v_sub, g_sub = cross_entropy(scores[mask], labels[mask])
+    assert abs(float(v_mixed) - float(v_sub)) <= 1e-12 * max(1.0, abs(float(v_sub)))
+    np.testing.assert_allclose(g_mixed[mask], g_sub, rtol=1e-12, atol=1e-15)
+    assert np.all(g_mixed[~mask] == 0)
+
+
+def test_cross_entropy_without_any_label_is_zero():
+    v, g = cross_entropy(np.ones((3, 4)), np.full(3, UNLABELLED))
+    assert float(v) == 0.0 and np.all(g == 0)
+
+
+def test_balance_term_by_its_definition(xp):
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((7, 5))
+    q = np.exp(scores) / np.exp(scores).sum(1, keepdims=True)
+    qbar = q.mean(0)
+    v, _ = balance_term(xp.asarray(scores))
+    assert abs(float(v) - (math.log(5) + float(np.sum(qbar * np.log(qbar))))) < 1e-12
+    # balanced batch -> 0; collapsed batch -> log K
+    assert abs(float(balance_term(xp.asarray(np.eye(5) * 50.0))[0])) < 1e-12
+    assert abs(float(balance_term(xp.asarray(np.tile([50.0, 0, 0, 0, 0], (4, 1))))[0]) - math.log(5)) < 1e-12
+
+
+@given(n=st.integers(1, 8), k=st.integers(2, 5), seed=st.integers(0, 2**31))
+@settings(max_examples=30)
+def test_balance_term_gradient_matches_finite_differences(n, k, seed):
+    scores = np.random.default_rng(seed).standard_normal((n, k)) * 2
+    _, g = balance_term(scores)
+    eps, num = 1e-6, np.zeros_like(scores)
+    for i, j in itertools.product(range(n), range(k)):
+        d = np.zeros_like(scores)
+        d[i, j] = eps
+        num[i, j] = (float(balance_term(scores + d)[0]) - float(balance_term(scores - d)[0])) / (2 * eps)
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+
+
+def test_e_step_renders_unlabelled_examples_from_their_prediction():
+    params = init_params(NARROW, 0)
+    x = np.random.default_rng(0).random((6, 1, 28, 28))
+    labels = np.array([2, UNLABELLED, 7, UNLABELLED, UNLABELLED, 0])
+    est = e_step(params, x, labels)
+    pred = host(est.forward.classes)
+    np.testing.assert_array_equal(host(est.classes), np.where(labels == UNLABELLED, pred, labels))
+    with pytest.raises(ValueError, match="out of range"):
+        e_step(params, x, np.array([2, -2, 7, 0, 0, 0]))
+
+
+# ------------------------------------------------------------------------------------ cluster accuracy
+@given(k=st.integers(2, 5), n=st.integers(1, 60), seed=st.integers(0, 2**31))
+@settings(max_examples=40)
+def test_cluster_accuracy_equals_the_best_permutation_by_brute_force(k, n, seed):
+    rng = np.random.default_rng(seed)
+    pred, labels = rng.integers(0, k, n), rng.integers(0, k, n)
+    m = confusion_matrix(pred, labels, k)
+    best = max(sum(m[c, perm[c]] for c in range(k)) for perm in itertools.permutations(range(k))) / n
+    res = cluster_accuracy(m)
+    assert abs(res["accuracy"] - best) < 1e-12
+    assert sum(res["cluster_sizes"]) == n and sorted(res["mapping"]) == list(range(k))
+
+
+def test_cluster_accuracy_of_relabelled_clusters_is_one():
+    labels = np.repeat(np.arange(4), 5)
+    perm = np.array([2, 0, 3, 1])
+    res = cluster_accuracy(confusion_matrix(perm[labels], labels, 4))
+    assert res["accuracy"] == 1.0 and res["empty_clusters"] == 0
+    assert [res["mapping"][perm[c]] for c in range(4)] == [0, 1, 2, 3]
+
+
+# -------------------------------------------------------------------------------------------- the trainer
+def _ssl_config(**kw):
+    base = dict(model="drmm", net=NARROW, epochs=1, batch_size=20, data="synthetic", n_labels=20, monitor_size=20,
+                weights=LossWeights(ce=1, rc=1, nn=0.5, h=0.2), lr=3e-3, seed=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _same_params(a, b):
+    ta, tb = trainable(a), trainable(b)
+    for name in ta:
+        np.testing.assert_array_equal(host(ta[name]), host(tb[name]), err_msg=name)
+
+
+@pytest.mark.parametrize("model", ["drmm", "dcn"])
+def test_no_label_reaches_an_unlabelled_example(tmp_path, model, monkeypatch):
+    """Scrambling the labels of every unlabelled training image changes nothing in the run.
+
+    The class-balanced draw of the labelled subset reads every label (to find each class's pool),
+    so the split is pinned to the one drawn from the true labels; what is tested is the training loop.
+    """
+    import drmm_ref.learning.trainer as trainer_module
+
+    data = synthetic_digits(120, 30, 30, seed=1)
+    cfg = _ssl_config(model=model)
+    split = label_split(data.train.labels, 20, seed=cfg.seed)
+    monkeypatch.setattr(trainer_module, "label_split", lambda *a, **k: split)
+    first = train(cfg, data, tmp_path / "a", progress=False)
+    scrambled = np.array(data.train.labels).copy()
+    scrambled[split.unlabelled] = np.random.default_rng(9).integers(0, 10, split.unlabelled.size)
+    assert np.any(scrambled[split.unlabelled] != np.asarray(data.train.labels)[split.unlabelled])
+    other = type(data)(type(data.train)(data.train.images, scrambled), data.validation, data.test, data.source)
+    second = train(cfg, other, tmp_path / "b", progress=False)
+    _same_params(first.params, second.params)
+    assert first.log["labelled_indices"] == [int(i) for i in split.labelled]
+    assert first.log["steps"][0]["objective"] == second.log["steps"][0]["objective"]
+
+
+def test_semi_supervised_run_resumes_bit_identically(tmp_path):
+    data = synthetic_digits(100, 20, 20, seed=3)
+    cfg = _ssl_config(epochs=2)
+    full = train(cfg, data, tmp_path / "full", progress=False)
+    train(_ssl_config(epochs=1), data, tmp_path / "cut", progress=False)
+    resumed = train(cfg, data, tmp_path / "cut", progress=False)
+    _same_params(full.params, resumed.params)
+    assert full.log["batches_per_epoch"] == math.ceil(80 / 20)
+    assert [e["test_error"] for e in full.log["epochs"]] == [e["test_error"] for e in resumed.log["epochs"]]
+
+
+def test_unsupervised_run_logs_cluster_accuracy_and_pretraining_initialises_a_run(tmp_path):
+    data = synthetic_digits(100, 30, 30, seed=4)
+    unsup = train(_ssl_config(n_labels=0, weights=LossWeights(ce=0, rc=1, nn=0.5, h=0.2, balance=1.0)), data,
+                  tmp_path / "pre", progress=False)
+    ep = unsup.log["epochs"][-1]
+    assert 0.0 < ep["test_cluster_accuracy"] <= 1.0 and sum(ep["test_cluster_sizes"]) == 30
+    assert ep["mean_balance"] is not None and ep["mean_ce"] is None  # a_CE = 0: not computed
+    ckpt = latest_checkpoint(tmp_path / "pre")
+    fine = train(_ssl_config(epochs=0, init_from=str(ckpt)), data, tmp_path / "fine", progress=False)
+    _same_params(fine.params, load_checkpoint(ckpt).params)
+    with pytest.raises(ValueError, match="unsupervised"):
+        _ssl_config(model="dcn", n_labels=0)
+    with pytest.raises(ValueError, match="n_labels"):
+        _ssl_config(n_labels=-5)
+
+
+def test_configs_written_before_the_semi_supervised_fields_still_resume():
+    cfg = TrainConfig(model="drmm", net="small2", epochs=10, seed=0).to_dict()
+    old = {k: v for k, v in cfg.items() if k not in ("n_labels", "label_seed", "init_from")}
+    old["weights"] = {k: v for k, v in old["weights"].items() if k != "balance"}
+    assert _same_run(old, cfg) == []
+    assert _same_run({**old, "lr": 0.5}, cfg) == ["lr"]
