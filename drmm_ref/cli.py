@@ -43,19 +43,26 @@ def _info(_args) -> int:
     return 0
 
 
-def _train(args) -> int:
-    from drmm_ref.learning import LossWeights, TrainConfig, load_data, train
+def train_config(args):
+    """The TrainConfig that ``drmm-ref train`` builds from its parsed arguments."""
+    from drmm_ref.learning import LossWeights, TrainConfig
 
     a_h = args.a_h
     if a_h is None:
         a_h = 0.2 if args.labels is not None and args.model == "drmm" else 0.0
     weights = LossWeights(ce=args.a_ce, rc=args.a_rc, nn=args.a_nn, h=a_h, h_sign=args.h_sign, balance=args.a_balance)
-    config = TrainConfig(model=args.model, net=args.net, epochs=args.epochs, batch_size=args.batch_size,
-                         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, seed=args.seed,
-                         dtype=args.dtype, weights=weights, cg_blocks=tuple(args.cg_blocks), k_cg=args.k_cg,
-                         cg_eta=args.cg_eta, n_train=args.n_train, n_eval=args.n_eval, data=args.data,
-                         backend=args.backend, n_labels=args.labels, label_seed=args.label_seed,
-                         init_from=args.init_from)
+    return TrainConfig(model=args.model, net=args.net, epochs=args.epochs, batch_size=args.batch_size,
+                       optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, seed=args.seed,
+                       dtype=args.dtype, weights=weights, cg_blocks=tuple(args.cg_blocks), k_cg=args.k_cg,
+                       cg_eta=args.cg_eta, n_train=args.n_train, n_eval=args.n_eval, data=args.data,
+                       backend=args.backend, n_labels=args.labels, label_seed=args.label_seed,
+                       init_from=args.init_from)
+
+
+def _train(args) -> int:
+    from drmm_ref.learning import load_data, train
+
+    config = train_config(args)
     data = load_data(config, path=args.mnist_path, offline=args.offline or None, progress=not args.no_progress)
     labels = {None: "all labels", 0: "no labels (unsupervised)"}.get(args.labels, f"{args.labels} labels")
     print(f"training {args.model} on {config.network.name} for {args.epochs} epoch(s) with {labels}; "

@@ -237,3 +237,38 @@ def test_configs_written_before_the_semi_supervised_fields_still_resume():
     old["weights"] = {k: v for k, v in old["weights"].items() if k != "balance"}
     assert _same_run(old, cfg) == []
     assert _same_run({**old, "lr": 0.5}, cfg) == ["lr"]
+
+
+def test_rendered_negativity_equals_the_nn_term_and_vanishes_under_d1():
+    """Two ways to the same number: the aggregated per-batch measure vs the NN term on the whole set."""
+    from drmm_ref.drmm import bottom_up, rendered_negativity, top_down
+    from drmm_ref.learning import nonnegativity
+
+    net = Network((1, 12, 12), (Layer(3, 3, 1, 2), Layer(4, 3, 0, 2)), n_classes=3, name="neg-net")
+    x = np.random.default_rng(1).standard_normal((20, 1, 12, 12))
+    params = init_params(net, 5)
+    measured = rendered_negativity(params, x, batch=7)
+    expected, _ = nonnegativity(top_down(params, bottom_up(params, x)).renderings)
+    assert abs(measured["mean_nn"] - float(expected)) <= 1e-12 * max(float(expected), 1e-300)
+    assert measured["mean_nn"] > 0 and 0 < measured["negative_fraction"]["z2"] < 1
+    d1 = rendered_negativity(init_params(net, 5, d1_condition=True), x)
+    assert d1["mean_nn"] == 0.0 and all(v == 0.0 for v in d1["negative_fraction"].values())
+
+
+def test_the_recorded_ssl_commands_build_exactly_the_claims_configurations():
+    """`ssl-mnist` lists `drmm-ref train` commands as the way to run it: they must make the same runs."""
+    import shlex
+
+    from drmm_ref.cli import build_parser, train_config
+    from validation import ssl_mnist
+
+    cmds = ssl_mnist.full_commands()
+    assert len(cmds) == 2 * 3 * 3 + len(ssl_mnist.FULL["unsupervised_seeds"])
+    for cmd in cmds:
+        argv = shlex.split(cmd)
+        assert argv[0] == "drmm-ref"
+        args = build_parser().parse_args(argv[1:])
+        name = args.out.rstrip("/").split("/")[-1]
+        row = "unsupervised" if args.labels == 0 else name.split("-nl")[0].removeprefix(ssl_mnist.FULL["net"] + "-")
+        expected = ssl_mnist.config_for(ssl_mnist.FULL, row, args.labels, args.seed)
+        assert train_config(args).to_dict() == expected.to_dict(), cmd

@@ -17,12 +17,12 @@ from .inference import BottomUp, bottom_up, class_scores, log_joint, log_prior_l
 from .latents import Latents
 from .network import PRESETS, Layer, Network, preset
 from .params import DRMMParams, init_params, template_maps
-from .relaxation import RelaxationReport, relaxation_report
+from .relaxation import RelaxationReport, relaxation_report, rendered_negativity
 from .render import Rendering, Sample, draw_latents, expected_rendering, render, render_layer, sample
 
 __all__ = [
     "BottomUp", "DRMMParams", "Gradients", "Latents", "Layer", "Network", "PRESETS", "RelaxationReport",
     "Rendering", "Sample", "backward", "bottom_up", "class_scores", "draw_latents", "expected_rendering",
-    "init_params", "log_joint", "log_prior_latents", "preset", "relaxation_report", "render", "render_layer",
+    "init_params", "log_joint", "log_prior_latents", "preset", "relaxation_report", "render", "rendered_negativity", "render_layer",
     "render_vjp", "sample", "template_maps", "top_down",
 ]

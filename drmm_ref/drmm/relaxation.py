@@ -10,19 +10,23 @@ score is not a max-sum of the DRMM at all).
 
 :func:`relaxation_report` also measures how far a (trained) network is from the condition (SPEC §5
 asks for it): the fraction and the mass of negative entries in ``W^(2..L)`` and ``mu``, and the
-largest bias magnitude.
+largest bias magnitude. :func:`rendered_negativity` measures it on data: the negative part of the
+partial renderings ``z^(1..L)`` along the path the bottom-up pass picks for each image (what the
+NN term penalises; D1 asks for non-negativity on *every* path, so this is a necessary view only).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from typing import Any
+
 import numpy as np
 
 from .. import _backend
 from .params import DRMMParams
 
-__all__ = ["RelaxationReport", "relaxation_report"]
+__all__ = ["RelaxationReport", "relaxation_report", "rendered_negativity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,3 +84,48 @@ def relaxation_report(params: DRMMParams) -> RelaxationReport:
     zero = max_bias == 0.0
     case = "biased" if not zero else ("exact" if nonneg else "lower-bound")
     return RelaxationReport(case, zero, nonneg, frac, mass, max_bias)
+
+
+def rendered_negativity(params: DRMMParams, images: Any, *, batch: int = 500) -> dict[str, Any]:
+    """Negative part of the partial renderings on the bottom-up path of each image.
+
+    For every image: bottom-up latents ``g*`` and class ``c* = argmax s``, then the top-down partial
+    renderings ``z^(l)(c*, g*)``, ``l = 1..L`` (``z^(L) = mu_{c*}``). Returns, per level ``l``,
+    the fraction of negative entries and ``||min(z, 0)||_1 / ||z||_1`` over all images, and the mean
+    NN value ``sum_l mean relu(-z^(l))^2`` (SPEC §3's penalty at these latents).
+
+    Parameters
+    ----------
+    params : DRMMParams
+    images : array of shape (N, C_0, H_0, W_0), in ``params``' namespace or a host array
+    batch : int, default 500
+    """
+    from .inference import bottom_up, top_down
+
+    xp = params.xp
+    host = np.asarray(_backend.to_numpy(images))
+    n, L = int(host.shape[0]), params.net.L
+    if n == 0:
+        raise ValueError("images is empty")
+    neg_count, total_count = np.zeros(L), np.zeros(L)
+    neg_mass, abs_mass, nn_sum = np.zeros(L), np.zeros(L), 0.0
+    dt = _backend.to_numpy(params.class_templates).dtype
+    for s in range(0, n, batch):
+        x = _backend.asarray(host[s:s + batch].astype(dt), xp=xp, device=params.device)
+        m = int(x.shape[0])
+        zs = top_down(params, bottom_up(params, x)).renderings
+        nn = 0.0
+        for l in range(1, L + 1):
+            z = _backend.to_numpy(zs[l]).astype(np.float64)
+            neg = np.minimum(z, 0.0)
+            neg_count[l - 1] += np.sum(z < 0)
+            total_count[l - 1] += z.size
+            neg_mass[l - 1] += -np.sum(neg)
+            abs_mass[l - 1] += np.sum(np.abs(z))
+            nn += float(np.mean(neg * neg))
+        nn_sum += nn * m
+    levels = [f"z{l}" for l in range(1, L + 1)]
+    return {"negative_fraction": dict(zip(levels, (neg_count / total_count).tolist())),
+            "negative_mass": dict(zip(levels, np.where(abs_mass > 0, neg_mass / np.maximum(abs_mass, 1e-300),
+                                                        0.0).tolist())),
+            "mean_nn": nn_sum / n, "n_images": n}

@@ -90,7 +90,8 @@ class TrainConfig:
         Seeds the initialisation and the batch order.
     dtype : {"float32", "float64"}
     weights : LossWeights
-        EG objective weights (ignored by ``dcn``).
+        EG objective weights. A ``dcn`` run stores the backprop objective (CE alone) whatever is
+        passed, so its configuration says what it trained on.
     cg_blocks, k_cg, cg_eta, cg_damping :
         Optional exact block steps on RC after each G-step (see :class:`EGConfig`); none by default.
     n_train : int, optional
@@ -146,6 +147,8 @@ class TrainConfig:
             raise ValueError(f"data must be 'mnist' or 'synthetic', got {self.data!r}")
         if isinstance(self.weights, dict):
             object.__setattr__(self, "weights", LossWeights(**self.weights))
+        if self.model == "dcn":
+            object.__setattr__(self, "weights", LossWeights(ce=1.0, rc=0.0, nn=0.0, h=0.0))
         object.__setattr__(self, "cg_blocks", tuple(self.cg_blocks))
         if self.n_labels is not None:
             if isinstance(self.n_labels, bool) or int(self.n_labels) != self.n_labels or self.n_labels < 0:
