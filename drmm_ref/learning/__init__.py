@@ -23,13 +23,13 @@ from .estep import EStep, e_step
 from .objectives import (H_SIGNS, UNLABELLED, LossWeights, Terms, balance_term, cross_entropy, entropy_term,
                          nonnegativity, objective_and_gradients, reconstruction)
 from .optim import SGD, Adam, AdamState, SGDState, make_optimizer
-from .semi import LabelSplit, cluster_accuracy, confusion_matrix, label_split, paired_batches
+from .semi import LabelSplit, align_classes, cluster_accuracy, confusion_matrix, label_split, paired_batches
 from .steps import BACKPROP_WEIGHTS, EGConfig, StepTrace, backprop_step, eg_step
 from .synthetic import SYNTHETIC_DESCRIPTION, mnist_or_synthetic, synthetic_digits
 from .trainer import MODELS, TrainConfig, TrainResult, evaluate, latest_checkpoint, load_data, train
 
 __all__ = [
-    "Adam", "AdamState", "LabelSplit", "UNLABELLED", "balance_term", "cluster_accuracy", "confusion_matrix",
+    "Adam", "AdamState", "LabelSplit", "align_classes", "UNLABELLED", "balance_term", "cluster_accuracy", "confusion_matrix",
     "label_split", "paired_batches", "BACKPROP_WEIGHTS", "BlockOperator", "BlockStepInfo", "Checkpoint", "CheckpointError",
     "EGConfig", "EStep", "H_SIGNS", "LossWeights", "MODELS", "PriorStats", "SGD", "SGDState", "StepTrace",
     "SYNTHETIC_DESCRIPTION", "Terms", "TrainConfig", "TrainResult", "apply_closed_forms", "backprop_step",

@@ -60,7 +60,7 @@ from .closed_forms import PriorStats, apply_closed_forms
 from .objectives import LossWeights, cross_entropy, reconstruction
 from .objectives import UNLABELLED
 from .optim import make_optimizer
-from .semi import cluster_accuracy, confusion_matrix, label_split, paired_batches
+from .semi import align_classes, cluster_accuracy, confusion_matrix, label_split, paired_batches
 from .steps import EGConfig, backprop_step, eg_step
 from ._tree import trainable
 
@@ -107,6 +107,8 @@ class TrainConfig:
     init_from : str, optional
         Start from the parameters of this checkpoint instead of ``init_params(net, seed)`` (e.g.
         unsupervised pre-training followed by semi-supervised training); the optimiser starts afresh.
+        With labels, the checkpoint's classes are first renumbered to match the labelled images
+        (:func:`~drmm_ref.learning.semi.align_classes`; the mapping is logged).
     monitor_size : int, default 1000
         Size of the EG monitoring subset (first training images).
     data : {"mnist", "synthetic"}
@@ -408,6 +410,9 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         log["config"] = cfg_dict
     else:
         params = _initial_params(config, net, xp)
+        mapping = None
+        if config.init_from is not None and split is not None and split.labelled.size:
+            params, mapping = align_classes(params, xtr[split.labelled], ytr[split.labelled])
         opt_state = optimizer.init(trainable(params))
         rng = np.random.default_rng(config.seed)
         start_epoch = 0
@@ -420,6 +425,8 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
                "n_test": len(yte), "batches_per_epoch": batches, "versions": _versions(config.backend),
                "epochs": [_epoch_record(0, [], 0.0, 0.0, time.perf_counter() - t0, val, test, params, None, monitor)],
                "steps": [], "finished": False}
+        if mapping is not None:
+            log["init_class_mapping"] = mapping
         if split is not None:
             log["labelled_indices"] = [int(i) for i in split.labelled]
             log["n_unlabelled"] = int(split.unlabelled.size)
