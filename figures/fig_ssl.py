@@ -1,0 +1,108 @@
+"""Figure: semi-supervised MNIST, test error against the number of labels (SPEC §5; paper Table 1).
+
+One line per row of the claim ``ssl-mnist`` (labels-only DCN, DRMM CE+RC, DRMM CE+RC+NN+H; any
+further rows the record holds), mean test error over seeds with one standard deviation as error
+bars and each seed as a dot, on a log x-axis of N_L; the paper's 0.57% at 100 labels as a star.
+The title states the budget (network, epochs, seeds), since our runs are far shorter than the
+paper's. From ``results/full/ssl-mnist.json`` when it exists, else ``results/quick/`` (``--record``
+picks a file; with ``--quick`` and no record the quick claim is run first into a temporary folder).
+Writes ``fig_ssl.png`` and ``.pdf`` to ``figures/out/`` (``--out``).
+
+Usage: ``python figures/fig_ssl.py [--record PATH] [--out DIR] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CLAIM_ID = "ssl-mnist"
+STYLE = {"dcn": ("tab:blue", "o", "DCN, labels only (backprop)"),
+         "drmm-ce-rc": ("tab:orange", "s", "DRMM, EG: CE + RC"),
+         "drmm-ce-rc-nn-h": ("tab:red", "D", "DRMM, EG: CE + RC + NN + H")}
+
+
+def find_record(record: Path | None, quick: bool) -> dict:
+    if record is not None:
+        return json.loads(Path(record).read_text())
+    for mode in ("full", "quick"):
+        path = ROOT / "results" / mode / f"{CLAIM_ID}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+    if not quick:
+        raise SystemExit(f"no {CLAIM_ID} record in results/full or results/quick; run "
+                         f"`python -m validation --only {CLAIM_ID}` first, or pass --quick")
+    sys.path.insert(0, str(ROOT))
+    from validation import ssl_mnist
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return ssl_mnist.main(["--quick", "--out", tmp])
+
+
+def plot(record: dict, out: Path) -> list[Path]:
+    m = record["measured"]
+    table = m["table"]
+    proto = m["protocol"]
+    rows = list(dict.fromkeys(r for n_l in table for r in table[n_l]))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    n_ls = sorted(int(n) for n in table)
+    for i, row in enumerate(rows):
+        colour, marker, label = STYLE.get(row, (f"C{i + 3}", "^", row))
+        xs = [n for n in n_ls if row in table[str(n)]]
+        if not xs:
+            continue
+        shift = 1.0 + 0.04 * (i - (len(rows) - 1) / 2)  # spread overlapping points apart on the log axis
+        mean = [100 * table[str(n)][row]["mean"] for n in xs]
+        std = [100 * table[str(n)][row]["std"] for n in xs]
+        ax.errorbar([x * shift for x in xs], mean, yerr=std, color=colour, marker=marker, capsize=3, lw=1.5,
+                    label=f"{label} (n={table[str(xs[0])][row]['n_seeds']})")
+        for x in xs:
+            ys = [100 * v for v in table[str(x)][row]["per_seed"]]
+            ax.scatter([x * shift] * len(ys), ys, color=colour, s=10, alpha=0.45, zorder=3)
+    ax.scatter([100], [100 * m["paper_error_100"]], marker="*", s=160, color="k", zorder=4,
+               label="paper: 0.57% (100 labels)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(n_ls + ([100] if 100 not in n_ls else []))
+    ax.set_xlim(min(n_ls + [100]) / 2, max(n_ls + [100]) * 2)
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.get_yaxis().set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("number of labelled training images N_L")
+    ax.set_ylabel("test error (%), last epoch")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    verdict = {"pass": "PASS", "fail": "FAIL"}.get(record.get("status"), record.get("status", "?").upper())
+    ax.set_title(f"Semi-supervised MNIST ({record.get('mode', '?')} run: {proto['net']}, {proto['epochs']} epoch(s), "
+                 f"{len(proto['seeds'])} seed(s); {verdict})", fontsize=9)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "fig_ssl.png", out / "fig_ssl.pdf"]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--record", type=Path, default=None, help=f"{CLAIM_ID}.json to plot")
+    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="output folder (default figures/out)")
+    parser.add_argument("--quick", action="store_true", help="run the quick claim first if no record exists")
+    args = parser.parse_args(argv)
+    for p in plot(find_record(args.record, args.quick), args.out):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

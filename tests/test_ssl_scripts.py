@@ -1,0 +1,57 @@
+"""The ssl-mnist figure scripts run and write what they promise; the latent-variation helper varies one layer only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from drmm_ref import drmm as D
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _figures(name):
+    sys.path.insert(0, str(ROOT / "figures"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def _record():
+    table = {"100": {"dcn": {"mean": 0.2, "std": 0.02, "per_seed": [0.18, 0.2, 0.22], "n_seeds": 3},
+                     "drmm-ce-rc-nn-h": {"mean": 0.1, "std": 0.01, "per_seed": [0.09, 0.1, 0.11], "n_seeds": 3}},
+             "1000": {"dcn": {"mean": 0.05, "std": 0.0, "per_seed": [0.05], "n_seeds": 1}}}
+    return {"mode": "full", "status": "fail",
+            "measured": {"table": table, "paper_error_100": 0.0057,
+                         "protocol": {"net": "conv-small", "epochs": 1, "seeds": [0, 1, 2]}}}
+
+
+def test_fig_ssl_plots_a_record(tmp_path):
+    paths = _figures("fig_ssl").plot(_record(), tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_fig_rendered_latents_from_the_committed_checkpoint(tmp_path):
+    fig = _figures("fig_rendered_latents")
+    ckpt = ROOT / "results" / "runs" / "em-vs-backprop-mnist" / "small2-drmm-seed0" / "checkpoints" / "epoch-010.npz"
+    paths = fig.main(["--checkpoint", str(ckpt), "--out", str(tmp_path)])
+    assert paths == 0 and (tmp_path / "fig_rendered_latents.png").stat().st_size > 1000
+
+
+def test_vary_layer_redraws_one_layer_and_holds_the_others():
+    fig = _figures("fig_rendered_latents")
+    params = D.init_params(D.preset("small2"), 1)
+    x = np.random.default_rng(0).random((1, 1, 28, 28))
+    lat = D.bottom_up(params, x).latents
+    for layer, kind in ((1, "positions"), (2, "switches")):
+        varied = fig.vary_layer(params, lat, layer, kind, np.random.default_rng(3), 5)
+        for l in range(2):
+            for name in ("positions", "switches"):
+                got, ref = getattr(varied, name)[l], np.repeat(getattr(lat, name)[l], 5, axis=0)
+                if l == layer - 1 and name == kind:
+                    assert not np.array_equal(got, ref)
+                else:
+                    np.testing.assert_array_equal(got, ref)
