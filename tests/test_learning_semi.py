@@ -269,13 +269,14 @@ def test_the_recorded_ssl_commands_build_exactly_the_claims_configurations():
     from validation import ssl_mnist
 
     cmds = ssl_mnist.full_commands()
-    assert len(cmds) == 2 * 3 * 3 + len(ssl_mnist.FULL["unsupervised_seeds"])
+    assert len(cmds) == 2 * 3 * 3 + 2 * len(ssl_mnist.FULL["unsupervised_seeds"])
     for cmd in cmds:
         argv = shlex.split(cmd)
         assert argv[0] == "drmm-ref"
         args = build_parser().parse_args(argv[1:])
         name = args.out.rstrip("/").split("/")[-1]
         row = "unsupervised" if args.labels == 0 else name.split("-nl")[0].removeprefix(ssl_mnist.FULL["net"] + "-")
+        assert (row == ssl_mnist.PRETRAINED_ROW) == (args.init_from is not None)
         expected = ssl_mnist.config_for(ssl_mnist.FULL, row, args.labels, args.seed)
         assert train_config(args).to_dict() == expected.to_dict(), cmd
 

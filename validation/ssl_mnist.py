@@ -25,9 +25,11 @@ Protocol (issue 6), fixed before any full run:
   required ``N_L``. The gap of the best 100-label row to the paper's 0.57% is reported either way,
   and so is each trained DRMM's distance from D1's condition (negative entries of ``W^(2..L)`` and
   ``mu``; negative part of the partial renderings on the test images' bottom-up paths).
-* **Extra (informational).** Unsupervised EG clustering (``N_L = 0``, ``a_CE = 0``, ``a_H = 0.2``,
-  batch-balance weight 1): the class latent's test accuracy after matching clusters to labels, with
-  the cluster sizes.
+* **Extras (informational, one seed).** Unsupervised EG clustering (``N_L = 0``, ``a_CE = 0``,
+  ``a_H = 0.2``, batch-balance weight 1, 1 epoch): the class latent's test accuracy after matching
+  clusters to labels, with the cluster sizes. Then the row ``pretrained-drmm-ce-rc-nn-h``: that
+  model, its clusters renumbered to the 100 labels (:func:`drmm_ref.learning.align_classes`),
+  trained like ``drmm-ce-rc-nn-h`` for 1 epoch (so 2 epochs of compute in all).
 
 ``--full`` trains what is missing under ``$DRMM_REF_RUNS/ssl-mnist/<net>-<row>-nl<N>-seed<s>`` (default
 ``~/.cache/drmm_ref/runs``), resuming unfinished runs, and can be run piecewise: each run is exactly
@@ -75,6 +77,7 @@ FULL = {"net": "conv-small", "n_labels": (100, 1000), "seeds": (0, 1, 2), "epoch
         "n_train": None, "n_eval": None, "unsupervised_seeds": (0,)}
 QUICK = {"net": "small2", "n_labels": (100,), "seeds": (0,), "epochs": 4, "batch_size": 32, "n_train": 1000,
          "n_eval": 300, "unsupervised_seeds": ()}
+PRETRAINED_ROW, PRETRAINED_LABELS = "pretrained-drmm-ce-rc-nn-h", 100
 
 
 def runs_root() -> Path:
@@ -88,12 +91,19 @@ def run_name(net: str, row: str, n_labels: int, seed: int) -> str:
     return f"{net}-{row}-nl{n_labels}-seed{seed}"
 
 
-def config_for(spec: dict, row: str, n_labels: int, seed: int, data: str = "mnist") -> TrainConfig:
-    """The TrainConfig of one run (``row`` in ROWS, or ``"unsupervised"`` with n_labels 0)."""
+def config_for(spec: dict, row: str, n_labels: int, seed: int, data: str = "mnist",
+               root: Path | None = None) -> TrainConfig:
+    """The TrainConfig of one run: ``row`` in ROWS, ``"unsupervised"`` (n_labels 0) or PRETRAINED_ROW
+    (``drmm-ce-rc-nn-h`` started from the unsupervised run of the same seed under ``root``)."""
+    init_from = None
+    if row == PRETRAINED_ROW:
+        init_from = str((root or runs_root()) / run_name(spec["net"], "unsupervised", 0, seed) / "checkpoints"
+                        / f"epoch-{spec['epochs']:03d}.npz")
+        row = "drmm-ce-rc-nn-h"
     model, weights = UNSUPERVISED if row == "unsupervised" else ROWS[row]
     return TrainConfig(model=model, net=spec["net"], epochs=spec["epochs"], batch_size=spec["batch_size"], seed=seed,
                        weights=weights, n_labels=n_labels, n_train=spec["n_train"], n_eval=spec["n_eval"],
-                       monitor_size=1000 if spec["n_train"] is None else 128, data=data)
+                       monitor_size=1000 if spec["n_train"] is None else 128, data=data, init_from=init_from)
 
 
 def command_for(config: TrainConfig, out: str) -> str:
@@ -109,6 +119,8 @@ def command_for(config: TrainConfig, out: str) -> str:
         parts.append(f"--n-train {config.n_train}")
     if config.n_eval is not None:
         parts.append(f"--n-eval {config.n_eval}")
+    if config.init_from is not None:
+        parts.append(f"--init-from {config.init_from}")
     parts.append(f"--out {out} --offline")
     return " ".join(parts)
 
@@ -198,6 +210,18 @@ def run(args) -> Result:
             unsup.append({"seed": seed, "test_cluster_accuracy": last["test_cluster_accuracy"],
                           "test_cluster_sizes": last["test_cluster_sizes"], "epochs": last["epoch"],
                           "command": command_for(cfg, str(out))})
+            cfg = config_for(spec, PRETRAINED_ROW, PRETRAINED_LABELS, seed, source, root)
+            out = root / run_name(spec["net"], PRETRAINED_ROW, PRETRAINED_LABELS, seed)
+            res = train(cfg, data, out, progress=full)
+            last = res.log["epochs"][-1]
+            errors.setdefault(PRETRAINED_LABELS, {}).setdefault(PRETRAINED_ROW, {})[seed] = last["test_error"]
+            runs.append({"row": PRETRAINED_ROW, "n_labels": PRETRAINED_LABELS, "seed": seed,
+                         "test_error": last["test_error"], "validation_error": last["validation_error"],
+                         "epochs": last["epoch"], "steps": res.log["batches_per_epoch"] * last["epoch"],
+                         "train_seconds": last["cumulative_train_seconds"],
+                         "train_cpu_seconds": last.get("cumulative_train_cpu_seconds"),
+                         "init_class_mapping": res.log.get("init_class_mapping"), "command": command_for(cfg, str(out))})
+            d1[f"{PRETRAINED_ROW} nl{PRETRAINED_LABELS} seed{seed}"] = _d1_distance(res.params, test_images)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -240,6 +264,10 @@ def full_commands() -> list[str]:
     for seed in FULL["unsupervised_seeds"]:
         cfg = config_for(FULL, "unsupervised", 0, seed)
         cmds.append(command_for(cfg, str(runs_root() / run_name(FULL["net"], "unsupervised", 0, seed))))
+    for seed in FULL["unsupervised_seeds"]:  # after the unsupervised run it starts from
+        cfg = config_for(FULL, PRETRAINED_ROW, PRETRAINED_LABELS, seed)
+        cmds.append(command_for(cfg, str(runs_root() / run_name(FULL["net"], PRETRAINED_ROW, PRETRAINED_LABELS,
+                                                                 seed))))
     return cmds
 
 
