@@ -11,10 +11,7 @@ Usage: ``python figures/fig_em_vs_backprop.py [--record PATH] [--out DIR] [--qui
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -25,26 +22,12 @@ from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import record_figure_main, save  # noqa: E402
+
 CLAIM_ID = "em-vs-backprop-mnist"
 COLOURS = {"dcn": "tab:blue", "drmm": "tab:red"}
 LABELS = {"dcn": "DCN (backprop, CE)", "drmm": "DRMM (EG: CE + RC + NN)"}
-
-
-def find_record(record: Path | None, quick: bool) -> dict:
-    if record is not None:
-        return json.loads(Path(record).read_text())
-    for mode in ("full", "quick"):
-        path = ROOT / "results" / mode / f"{CLAIM_ID}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-    if not quick:
-        raise SystemExit(f"no {CLAIM_ID} record in results/full or results/quick; run "
-                         f"`python -m validation --only {CLAIM_ID}` first, or pass --quick")
-    sys.path.insert(0, str(ROOT))
-    from validation import em_vs_backprop_mnist
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return em_vs_backprop_mnist.main(["--quick", "--out", tmp])
 
 
 def plot(record: dict, out: Path) -> list[Path]:
@@ -82,24 +65,11 @@ def plot(record: dict, out: Path) -> list[Path]:
                  f"PASS_seconds={record['measured']['PASS_seconds']}, PASS_epochs={record['measured']['PASS_epochs']})",
                  fontsize=10)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "fig_em_vs_backprop.png", out / "fig_em_vs_backprop.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save(fig, out, "fig_em_vs_backprop")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--record", type=Path, default=None, help=f"{CLAIM_ID}.json to plot")
-    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="output folder (default figures/out)")
-    parser.add_argument("--quick", action="store_true", help="run the quick claim first if no record exists")
-    args = parser.parse_args(argv)
-    for p in plot(find_record(args.record, args.quick), args.out):
-        print(p)
-    return 0
-
+    return record_figure_main(CLAIM_ID, plot, __doc__, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

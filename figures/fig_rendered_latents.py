@@ -37,7 +37,9 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "figures"))
 
+from _common import save  # noqa: E402
 from drmm_ref import to_numpy  # noqa: E402
 from drmm_ref import drmm as D  # noqa: E402
 from drmm_ref.learning import (TrainConfig, latest_checkpoint, load_checkpoint, mnist_or_synthetic,  # noqa: E402
@@ -135,12 +137,7 @@ def plot(params, images, labels, description: str, out: Path, seed: int = 0) -> 
         _img(fig.add_subplot(grid[1 + 2 * (j // 4), DRAWS + 3 + 2 * (j % 4)]), recon[j], f"x_hat (c={classes[j]})")
     fig.suptitle(f"(a) one layer's latents redrawn, others held; (b) top-down reconstructions -- {description}",
                  fontsize=9)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "fig_rendered_latents.png", out / "fig_rendered_latents.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return save(fig, out, "fig_rendered_latents", bbox_inches="tight")
 
 
 def main(argv=None) -> int:

@@ -13,10 +13,7 @@ Usage: ``python figures/fig_ssl.py [--record PATH] [--out DIR] [--quick]``
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -25,27 +22,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import record_figure_main, save  # noqa: E402
+
 CLAIM_ID = "ssl-mnist"
 STYLE = {"dcn": ("tab:blue", "o", "DCN, labels only (backprop)"),
          "drmm-ce-rc": ("tab:orange", "s", "DRMM, EG: CE + RC"),
          "drmm-ce-rc-nn-h": ("tab:red", "D", "DRMM, EG: CE + RC + NN + H")}
-
-
-def find_record(record: Path | None, quick: bool) -> dict:
-    if record is not None:
-        return json.loads(Path(record).read_text())
-    for mode in ("full", "quick"):
-        path = ROOT / "results" / mode / f"{CLAIM_ID}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-    if not quick:
-        raise SystemExit(f"no {CLAIM_ID} record in results/full or results/quick; run "
-                         f"`python -m validation --only {CLAIM_ID}` first, or pass --quick")
-    sys.path.insert(0, str(ROOT))
-    from validation import ssl_mnist
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return ssl_mnist.main(["--quick", "--out", tmp])
 
 
 def plot(record: dict, out: Path) -> list[Path]:
@@ -85,24 +68,11 @@ def plot(record: dict, out: Path) -> list[Path]:
     ax.set_title(f"Semi-supervised MNIST ({record.get('mode', '?')} run: {proto['net']}, {proto['epochs']} epoch(s), "
                  f"{len(proto['seeds'])} seed(s); {verdict})", fontsize=9)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "fig_ssl.png", out / "fig_ssl.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save(fig, out, "fig_ssl")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--record", type=Path, default=None, help=f"{CLAIM_ID}.json to plot")
-    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="output folder (default figures/out)")
-    parser.add_argument("--quick", action="store_true", help="run the quick claim first if no record exists")
-    args = parser.parse_args(argv)
-    for p in plot(find_record(args.record, args.quick), args.out):
-        print(p)
-    return 0
-
+    return record_figure_main(CLAIM_ID, plot, __doc__, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

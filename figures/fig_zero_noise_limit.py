@@ -27,11 +27,13 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from _common import save  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -109,12 +111,7 @@ def plot(record: dict, out: Path) -> list[Path]:
     status = record.get("status", "?").upper()
     fig.suptitle(f"RMM zero-noise limit (SPEC §1, R2): {record['measured']['examples']} examples, "
                  f"{record.get('mode', '?')} run, claim {status}", fontsize=10)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "fig_zero_noise_limit.png", out / "fig_zero_noise_limit.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
+    return save(fig, out, "fig_zero_noise_limit")
 
 
 def main(argv=None) -> list[Path]:
