@@ -227,7 +227,12 @@ def run(args) -> Result:
             tmp.cleanup()
     verdict = analyse(errors, spec["n_labels"])
     status = ("pass" if verdict["PASS"] else "fail") if full else "measured"
+    cost = {}
+    for r in runs:
+        if r["epochs"] and r["train_cpu_seconds"] is not None:
+            cost.setdefault(r["row"], []).append(r["train_cpu_seconds"] / r["epochs"])
     measured = {**verdict, "runs": runs, "d1_distance": d1, "unsupervised_clustering": unsup,
+                "cpu_seconds_per_epoch": {row: statistics.mean(v) for row, v in cost.items()},
                 "protocol": {"net": spec["net"], "n_labels": list(spec["n_labels"]), "seeds": list(spec["seeds"]),
                              "epochs": spec["epochs"], "batch_size_per_stream": spec["batch_size"],
                              "n_train": spec["n_train"] or 50000, "n_eval": spec["n_eval"] or 10000,
