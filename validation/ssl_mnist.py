@@ -24,7 +24,7 @@ Protocol (issue 6), fixed before any full run:
 * **Verdict.** PASS when every DRMM row's mean test error is below the labels-only DCN's at every
   required ``N_L``. The gap of the best 100-label row to the paper's 0.57% is reported either way,
   and so is each trained DRMM's distance from D1's condition (negative entries of ``W^(2..L)`` and
-  ``mu``; negative part of the partial renderings on the test images' bottom-up paths).
+  ``mu``; negative part of the partial renderings on the bottom-up paths of the first 2,000 test images).
 * **Extras (informational, one seed).** Unsupervised EG clustering (``N_L = 0``, ``a_CE = 0``,
   ``a_H = 0.2``, batch-balance weight 1, 1 epoch): the class latent's test accuracy after matching
   clusters to labels, with the cluster sizes. Then the row ``pretrained-drmm-ce-rc-nn-h``: that
