@@ -37,6 +37,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = {"quick": REPO_ROOT / "results" / "quick", "full": REPO_ROOT / "results" / "full"}
 
 
+def runs_root(claim_id: str) -> Path:
+    """Where a claim's --full training runs keep their checkpoints (outside the repository):
+    ``$DRMM_REF_RUNS/<claim_id>``, default ``$DRMM_REF_CACHE/runs/<claim_id>`` (``~/.cache/drmm_ref``)."""
+    base = os.environ.get("DRMM_REF_RUNS") or Path(os.environ.get("DRMM_REF_CACHE") or Path.home() / ".cache"
+                                                   / "drmm_ref") / "runs"
+    return Path(base) / claim_id
+
+
 @dataclasses.dataclass(frozen=True)
 class Claim:
     """Static description of a claim: what it states and where the paper (or SPEC) says it."""

@@ -30,13 +30,13 @@ the synthetic stand-in (:func:`drmm_ref.learning.synthetic_digits`); it records 
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import tempfile
 from pathlib import Path
 
 from drmm_ref.learning import TrainConfig, mnist_or_synthetic, train
 
+from . import _claim
 from ._claim import Claim, Result, run_claim
 
 CLAIM = Claim(
@@ -62,9 +62,7 @@ MARGIN = 0.002  # 0.2 points, as a fraction
 
 def runs_root() -> Path:
     """Where --full runs keep their checkpoints (outside the repository)."""
-    base = os.environ.get("DRMM_REF_RUNS") or Path(os.environ.get("DRMM_REF_CACHE") or Path.home() / ".cache"
-                                                   / "drmm_ref") / "runs"
-    return Path(base) / "em-vs-backprop-mnist"
+    return _claim.runs_root(CLAIM.id)
 
 
 def full_config(model: str, net: str, seed: int) -> TrainConfig:

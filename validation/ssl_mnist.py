@@ -47,6 +47,7 @@ from pathlib import Path
 
 from drmm_ref.learning import LossWeights, TrainConfig, mnist_or_synthetic, train
 
+from . import _claim
 from ._claim import Claim, Result, run_claim
 
 CLAIM = Claim(
@@ -82,9 +83,7 @@ PRETRAINED_ROW, PRETRAINED_LABELS = "pretrained-drmm-ce-rc-nn-h", 100
 
 def runs_root() -> Path:
     """Where --full runs keep their checkpoints (outside the repository)."""
-    base = os.environ.get("DRMM_REF_RUNS") or Path(os.environ.get("DRMM_REF_CACHE") or Path.home() / ".cache"
-                                                   / "drmm_ref") / "runs"
-    return Path(base) / "ssl-mnist"
+    return _claim.runs_root(CLAIM.id)
 
 
 def run_name(net: str, row: str, n_labels: int, seed: int) -> str:
@@ -157,6 +156,15 @@ def analyse(final_errors: dict[int, dict[str, dict[int, float]]], required_label
             "gap_to_paper_points": None if best_100 is None else 100 * (best_100 - PAPER_ERROR_100)}
 
 
+def _run_entry(row: str, n_labels: int, seed: int, res, command: str) -> dict:
+    """One run's line in the record: its last epoch's errors, its steps and seconds, its command."""
+    last = res.log["epochs"][-1]
+    return {"row": row, "n_labels": n_labels, "seed": seed, "test_error": last["test_error"],
+            "validation_error": last["validation_error"], "epochs": last["epoch"],
+            "steps": res.log["batches_per_epoch"] * last["epoch"], "train_seconds": last["cumulative_train_seconds"],
+            "train_cpu_seconds": last.get("cumulative_train_cpu_seconds"), "command": command}
+
+
 def _d1_distance(params, images) -> dict:
     from drmm_ref.drmm import relaxation_report, rendered_negativity
 
@@ -192,14 +200,8 @@ def run(args) -> Result:
                     cfg = config_for(spec, row, n_l, seed, source)
                     out = root / run_name(spec["net"], row, n_l, seed)
                     res = train(cfg, data, out, progress=full)
-                    last = res.log["epochs"][-1]
-                    errors.setdefault(n_l, {}).setdefault(row, {})[seed] = last["test_error"]
-                    runs.append({"row": row, "n_labels": n_l, "seed": seed, "test_error": last["test_error"],
-                                 "validation_error": last["validation_error"], "epochs": last["epoch"],
-                                 "steps": res.log["batches_per_epoch"] * last["epoch"],
-                                 "train_seconds": last["cumulative_train_seconds"],
-                                 "train_cpu_seconds": last.get("cumulative_train_cpu_seconds"),
-                                 "command": command_for(cfg, str(out))})
+                    runs.append(_run_entry(row, n_l, seed, res, command_for(cfg, str(out))))
+                    errors.setdefault(n_l, {}).setdefault(row, {})[seed] = runs[-1]["test_error"]
                     if cfg.model == "drmm":
                         d1[f"{row} nl{n_l} seed{seed}"] = _d1_distance(res.params, test_images)
         for seed0 in spec["unsupervised_seeds"]:
@@ -214,14 +216,9 @@ def run(args) -> Result:
             cfg = config_for(spec, PRETRAINED_ROW, PRETRAINED_LABELS, seed, source, root)
             out = root / run_name(spec["net"], PRETRAINED_ROW, PRETRAINED_LABELS, seed)
             res = train(cfg, data, out, progress=full)
-            last = res.log["epochs"][-1]
-            errors.setdefault(PRETRAINED_LABELS, {}).setdefault(PRETRAINED_ROW, {})[seed] = last["test_error"]
-            runs.append({"row": PRETRAINED_ROW, "n_labels": PRETRAINED_LABELS, "seed": seed,
-                         "test_error": last["test_error"], "validation_error": last["validation_error"],
-                         "epochs": last["epoch"], "steps": res.log["batches_per_epoch"] * last["epoch"],
-                         "train_seconds": last["cumulative_train_seconds"],
-                         "train_cpu_seconds": last.get("cumulative_train_cpu_seconds"),
-                         "init_class_mapping": res.log.get("init_class_mapping"), "command": command_for(cfg, str(out))})
+            runs.append({**_run_entry(PRETRAINED_ROW, PRETRAINED_LABELS, seed, res, command_for(cfg, str(out))),
+                         "init_class_mapping": res.log.get("init_class_mapping")})
+            errors.setdefault(PRETRAINED_LABELS, {}).setdefault(PRETRAINED_ROW, {})[seed] = runs[-1]["test_error"]
             d1[f"{PRETRAINED_ROW} nl{PRETRAINED_LABELS} seed{seed}"] = _d1_distance(res.params, test_images)
     finally:
         if tmp is not None:
