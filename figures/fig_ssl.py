@@ -28,7 +28,8 @@ from _common import record_figure_main, save  # noqa: E402
 CLAIM_ID = "ssl-mnist"
 STYLE = {"dcn": ("tab:blue", "o", "DCN, labels only (backprop)"),
          "drmm-ce-rc": ("tab:orange", "s", "DRMM, EG: CE + RC"),
-         "drmm-ce-rc-nn-h": ("tab:red", "D", "DRMM, EG: CE + RC + NN + H")}
+         "drmm-ce-rc-nn-h": ("tab:red", "D", "DRMM, EG: CE + RC + NN + H"),
+         "pretrained-drmm-ce-rc-nn-h": ("tab:pink", "^", "DRMM, unsupervised epoch, then CE + RC + NN + H")}
 
 
 def plot(record: dict, out: Path) -> list[Path]:

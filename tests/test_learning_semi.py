@@ -281,6 +281,26 @@ def test_the_recorded_ssl_commands_build_exactly_the_claims_configurations():
         assert train_config(args).to_dict() == expected.to_dict(), cmd
 
 
+def test_ssl_verdict_needs_every_drmm_row_below_the_dcn_at_every_label_count():
+    """The claim's verdict and its paired per-seed differences, on hand-made final errors."""
+    from validation.ssl_mnist import REQUIRED_ROWS, analyse
+
+    dcn, rc, full = REQUIRED_ROWS
+    good = {n: {dcn: {0: 0.20, 1: 0.30}, rc: {0: 0.10, 1: 0.32}, full: {0: 0.05, 1: 0.06}} for n in (100, 1000)}
+    out = analyse(good)
+    assert out["PASS"] and not out["missing"]
+    c = next(c for c in out["comparisons"] if c["row"] == rc and c["n_labels"] == 100)
+    np.testing.assert_allclose(c["paired_differences"], [-0.10, 0.02])
+    assert c["paired_seeds"] == [0, 1] and c["seeds_below"] == 1 and c["below"]  # mean 0.21 < 0.25
+    np.testing.assert_allclose(out["gap_to_paper_points"], 100 * (0.055 - out["paper_error_100"]))
+    # one row's mean above the DCN's at one label count fails the claim, however small the excess
+    bad = {**good, 1000: {**good[1000], full: {0: 0.251, 1: 0.25}}}
+    assert not analyse(bad)["PASS"]
+    # a missing required label count or row fails it too, and is listed
+    short = analyse({100: good[100]})
+    assert not short["PASS"] and short["missing"] == [f"N_L=1000 {r}" for r in REQUIRED_ROWS]
+
+
 def test_align_classes_undoes_a_permutation_of_the_classes():
     from drmm_ref.drmm import bottom_up
     from drmm_ref.learning import align_classes
