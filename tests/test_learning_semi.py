@@ -269,7 +269,8 @@ def test_the_recorded_ssl_commands_build_exactly_the_claims_configurations():
     from validation import ssl_mnist
 
     cmds = ssl_mnist.full_commands()
-    assert len(cmds) == 2 * 3 * 3 + 2 * len(ssl_mnist.FULL["unsupervised_seeds"])
+    longer = ssl_mnist.FULL["longer"]
+    assert len(cmds) == 2 * 3 * 3 + 2 * len(ssl_mnist.FULL["unsupervised_seeds"]) + 3 * len(longer["seeds"])
     for cmd in cmds:
         argv = shlex.split(cmd)
         assert argv[0] == "drmm-ref"
@@ -277,7 +278,9 @@ def test_the_recorded_ssl_commands_build_exactly_the_claims_configurations():
         name = args.out.rstrip("/").split("/")[-1]
         row = "unsupervised" if args.labels == 0 else name.split("-nl")[0].removeprefix(ssl_mnist.FULL["net"] + "-")
         assert (row == ssl_mnist.PRETRAINED_ROW) == (args.init_from is not None)
-        expected = ssl_mnist.config_for(ssl_mnist.FULL, row, args.labels, args.seed)
+        spec = ssl_mnist.longer_spec(ssl_mnist.FULL) if name.endswith(f"-epochs{longer['epochs']}") else ssl_mnist.FULL
+        assert (spec is not ssl_mnist.FULL) == (args.epochs == longer["epochs"] != ssl_mnist.FULL["epochs"])
+        expected = ssl_mnist.config_for(spec, row, args.labels, args.seed)
         assert train_config(args).to_dict() == expected.to_dict(), cmd
 
 
@@ -299,6 +302,24 @@ def test_ssl_verdict_needs_every_drmm_row_below_the_dcn_at_every_label_count():
     # a missing required label count or row fails it too, and is listed
     short = analyse({100: good[100]})
     assert not short["PASS"] and short["missing"] == [f"N_L=1000 {r}" for r in REQUIRED_ROWS]
+
+
+def test_a_longer_budget_run_starts_from_a_copy_of_the_shorter_run_and_never_overwrites(tmp_path):
+    from validation.ssl_mnist import _extend, run_name
+
+    assert run_name("n", "dcn", 100, 0, 5) == run_name("n", "dcn", 100, 0) + "-epochs5"
+    base, out = tmp_path / "base", tmp_path / "base-epochs5"
+    _extend(base, out)  # no base run: nothing to start from, a fresh run will train from scratch
+    assert not out.exists()
+    (base / "checkpoints").mkdir(parents=True)
+    (base / "checkpoints" / "epoch-001.npz").write_bytes(b"ckpt")
+    (base / "log.json").write_text("{}")
+    _extend(base, out)
+    assert (out / "checkpoints" / "epoch-001.npz").read_bytes() == b"ckpt" and (out / "log.json").exists()
+    assert not list(tmp_path.glob("*.partial"))
+    (out / "log.json").write_text("longer run's own log")
+    _extend(base, out)  # an existing (perhaps unfinished) longer run is left alone to resume
+    assert (out / "log.json").read_text() == "longer run's own log"
 
 
 def test_align_classes_undoes_a_permutation_of_the_classes():
