@@ -4,7 +4,8 @@ One line per row of the claim ``ssl-mnist`` (labels-only DCN, DRMM CE+RC, DRMM C
 further rows the record holds), mean test error over seeds with one standard deviation as error
 bars and each seed as a dot, on a log x-axis of N_L; the paper's 0.57% at 100 labels as a star.
 The title states the budget (network, epochs, seeds), since our runs are far shorter than the
-paper's. From ``results/full/ssl-mnist.json`` when it exists, else ``results/quick/`` (``--record``
+paper's. When the record holds the longer-budget extra, a second panel plots those runs' test error
+after every epoch (N_L = 100, one seed) against the paper's 0.57%. From ``results/full/ssl-mnist.json`` when it exists, else ``results/quick/`` (``--record``
 picks a file; with ``--quick`` and no record the quick claim is run first into a temporary folder).
 Writes ``fig_ssl.png`` and ``.pdf`` to ``figures/out/`` (``--out``).
 
@@ -32,12 +33,36 @@ STYLE = {"dcn": ("tab:blue", "o", "DCN, labels only (backprop)"),
          "pretrained-drmm-ce-rc-nn-h": ("tab:pink", "^", "DRMM, unsupervised epoch, then CE + RC + NN + H")}
 
 
+def _plot_longer(ax, longer: list[dict], paper: float) -> None:
+    for i, r in enumerate(longer):
+        colour, marker, label = STYLE.get(r["row"], (f"C{i + 3}", "^", r["row"]))
+        # the log's epoch 0 is the initial model (chance): the curve starts after the first epoch
+        pairs = [(n, 100 * e) for n, e in zip(r["epoch_numbers"], r["test_error_per_epoch"]) if n >= 1]
+        epochs, errs = [n for n, _ in pairs], [e for _, e in pairs]
+        ax.plot(epochs, errs, color=colour, marker=marker, lw=1.5, label=label)
+    ax.axhline(100 * paper, color="k", ls="--", lw=1, label="paper: 0.57%")
+    ax.set_yscale("log")
+    ax.get_yaxis().set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    first = longer[0]
+    ax.set_title(f"Longer budget: N_L = {first['n_labels']}, seed {first['seed']}, test error after each epoch",
+                 fontsize=9)
+
+
 def plot(record: dict, out: Path) -> list[Path]:
     m = record["measured"]
     table = m["table"]
     proto = m["protocol"]
     rows = list(dict.fromkeys(r for n_l in table for r in table[n_l]))
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    longer = m.get("longer_budget") or []
+    if longer:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 4.4), gridspec_kw={"width_ratios": [1.25, 1]})
+        _plot_longer(ax2, longer, m["paper_error_100"])
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
     n_ls = sorted(int(n) for n in table)
     for i, row in enumerate(rows):
         colour, marker, label = STYLE.get(row, (f"C{i + 3}", "^", row))

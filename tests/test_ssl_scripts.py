@@ -34,6 +34,28 @@ def test_fig_ssl_plots_a_record(tmp_path):
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
 
 
+def test_fig_ssl_adds_the_longer_budget_panel_when_the_record_has_one(tmp_path):
+    record = _record()
+    record["measured"]["longer_budget"] = [
+        {"row": row, "n_labels": 100, "seed": 0, "epoch_numbers": [0, 1, 2, 3],
+         "test_error_per_epoch": [0.9, 0.2 - d, 0.15 - d, 0.12 - d]} for row, d in (("dcn", 0.0), ("drmm-ce-rc", 0.05))]
+    fig_ssl = _figures("fig_ssl")
+    import matplotlib.pyplot as plt
+
+    made = []
+    real_subplots = plt.subplots
+    try:
+        plt.subplots = lambda *a, **k: made.append(real_subplots(*a, **k)) or made[-1]
+        fig_ssl.plot(record, tmp_path)
+    finally:
+        plt.subplots = real_subplots
+    (fig, axes), = made
+    assert len(axes) == 2
+    lines = {ln.get_label(): ln for ln in axes[1].get_lines()}
+    assert list(lines[fig_ssl.STYLE["dcn"][2]].get_xdata()) == [1, 2, 3]  # the initial model (epoch 0) is left out
+    np.testing.assert_allclose(lines[fig_ssl.STYLE["drmm-ce-rc"][2]].get_ydata(), [15.0, 10.0, 7.0])
+
+
 def test_fig_rendered_latents_from_the_committed_checkpoint(tmp_path):
     fig = _figures("fig_rendered_latents")
     ckpt = ROOT / "results" / "runs" / "em-vs-backprop-mnist" / "small2-drmm-seed0" / "checkpoints" / "epoch-010.npz"

@@ -259,6 +259,7 @@ def run(args) -> Result:
                     _extend(root / run_name(spec["net"], row, n_l, seed), out)
                     res = train(cfg, data, out, progress=full)
                     longer.append({**_run_entry(row, n_l, seed, res, command_for(cfg, str(out))),
+                                   "epoch_numbers": [e["epoch"] for e in res.log["epochs"]],  # 0: initial model
                                    "test_error_per_epoch": [e["test_error"] for e in res.log["epochs"]],
                                    "validation_error_per_epoch": [e["validation_error"] for e in res.log["epochs"]]})
                     if cfg.model == "drmm":
