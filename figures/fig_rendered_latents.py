@@ -12,9 +12,11 @@ Two panels, from one trained model:
     DCN decides, rendered through the bottom-up latents), with the decided class.
 
 The model: ``--checkpoint PATH`` (a training checkpoint ``<run>/checkpoints/epoch-<k>.npz``); by
-default the 100-label ``ssl-mnist`` run ``conv-small-drmm-ce-rc-nn-h-nl100-seed0`` under
-``$DRMM_REF_RUNS`` when it exists, else the committed supervised ``small2`` DRMM of the
-``em-vs-backprop-mnist`` run (``results/runs/.../small2-drmm-seed0``, 10 EG epochs); with ``--quick``
+default the first found of: the 100-label ``ssl-mnist`` DRMM trained 5 epochs
+(``conv-small-drmm-ce-rc-nn-h-nl100-seed0-epochs5``, the best model of that claim) under ``$DRMM_REF_RUNS``,
+then its committed copy in ``results/runs/ssl-mnist/``, then the same run after 1 epoch (both places),
+then the committed supervised ``small2`` DRMM of the ``em-vs-backprop-mnist`` run
+(``results/runs/.../small2-drmm-seed0``, 10 EG epochs); with ``--quick``
 and neither at hand, a ``small2`` DRMM trained for two EG epochs on 1,000 images (MNIST cache, else
 the synthetic stand-in) in a temporary folder.
 Writes ``fig_rendered_latents.png`` and ``.pdf`` to ``figures/out/`` (``--out``).
@@ -45,7 +47,7 @@ from drmm_ref import drmm as D  # noqa: E402
 from drmm_ref.learning import (TrainConfig, latest_checkpoint, load_checkpoint, mnist_or_synthetic,  # noqa: E402
                                train)
 
-DEFAULT_RUN = "conv-small-drmm-ce-rc-nn-h-nl100-seed0"
+DEFAULT_RUNS = ("conv-small-drmm-ce-rc-nn-h-nl100-seed0-epochs5", "conv-small-drmm-ce-rc-nn-h-nl100-seed0")
 DRAWS = 6
 
 
@@ -54,15 +56,16 @@ def find_model(checkpoint: Path | None, quick: bool, seed: int):
     if checkpoint is None:
         from validation.ssl_mnist import runs_root
 
-        checkpoint = (latest_checkpoint(runs_root() / DEFAULT_RUN)
-                      or latest_checkpoint(ROOT / "results" / "runs" / "em-vs-backprop-mnist" / "small2-drmm-seed0"))
+        places = [folder / run for run in DEFAULT_RUNS for folder in (runs_root(), ROOT / "results" / "runs" / "ssl-mnist")]
+        places.append(ROOT / "results" / "runs" / "em-vs-backprop-mnist" / "small2-drmm-seed0")
+        checkpoint = next((c for c in map(latest_checkpoint, places) if c is not None), None)
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
         cfg = TrainConfig.from_dict(ckpt.config)
         data, _ = mnist_or_synthetic(None if cfg.data == "mnist" else cfg.n_train, 200, seed=cfg.seed)
         return ckpt.params, data.test.images, data.test.labels, f"{Path(checkpoint).parent.parent.name}, epoch {ckpt.epoch}"
     if not quick:
-        raise SystemExit(f"no checkpoint given and neither the {DEFAULT_RUN} run nor the committed small2 run found; "
+        raise SystemExit(f"no checkpoint given and none of the runs {DEFAULT_RUNS} nor the committed small2 run found; "
                          "pass --checkpoint PATH, or --quick to train a small model first")
     data, is_mnist = mnist_or_synthetic(1000, 200, seed=seed)
     cfg = TrainConfig(model="drmm", net="small2", epochs=2, n_train=1000, n_eval=200, seed=seed, monitor_size=128,

@@ -43,6 +43,7 @@ def _plot_longer(ax, longer: list[dict], paper: float) -> None:
     ax.axhline(100 * paper, color="k", ls="--", lw=1, label="paper: 0.57%")
     ax.set_yscale("log")
     ax.get_yaxis().set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
     ax.grid(True, which="both", alpha=0.3)
