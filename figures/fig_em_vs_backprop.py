@@ -71,5 +71,6 @@ def plot(record: dict, out: Path) -> list[Path]:
 def main(argv=None) -> int:
     return record_figure_main(CLAIM_ID, plot, __doc__, argv)
 
+
 if __name__ == "__main__":
     sys.exit(main())

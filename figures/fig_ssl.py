@@ -5,7 +5,8 @@ further rows the record holds), mean test error over seeds with one standard dev
 bars and each seed as a dot, on a log x-axis of N_L; the paper's 0.57% at 100 labels as a star.
 The title states the budget (network, epochs, seeds), since our runs are far shorter than the
 paper's. When the record holds the longer-budget extra, a second panel plots those runs' test error
-after every epoch (N_L = 100, one seed) against the paper's 0.57%. From ``results/full/ssl-mnist.json`` when it exists, else ``results/quick/`` (``--record``
+after every epoch (N_L = 100, one seed) against the paper's 0.57%. From ``results/full/ssl-mnist.json``
+when it exists, else ``results/quick/`` (``--record``
 picks a file; with ``--quick`` and no record the quick claim is run first into a temporary folder).
 Writes ``fig_ssl.png`` and ``.pdf`` to ``figures/out/`` (``--out``).
 
@@ -100,6 +101,7 @@ def plot(record: dict, out: Path) -> list[Path]:
 
 def main(argv=None) -> int:
     return record_figure_main(CLAIM_ID, plot, __doc__, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,9 +45,11 @@ collect). ``--quick``: ``small2``, one seed, ``N_L = 100`` of the first 1,000 tr
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from drmm_ref.learning import LossWeights, TrainConfig, mnist_or_synthetic, train
 
@@ -102,11 +104,9 @@ def longer_spec(spec: dict) -> dict:
 
 
 def _extend(base: Path, out: Path) -> None:
-    """Start a longer-budget run from the checkpoints of the same run at the claim's budget (a copy of the folder): training then
-    resumes at the next epoch, with the result an uninterrupted run would give (resume is exact), for the
-    cost of the extra epochs only. Nothing is done when ``out`` exists (an unfinished longer run resumes)."""
-    import shutil
-
+    """Start a longer-budget run from the checkpoints of the same run at the claim's budget (a copy of the
+    folder): training then resumes at the next epoch, with the result an uninterrupted run would give
+    (resume is exact), for the cost of the extra epochs only. Nothing is done when ``out`` exists (an unfinished longer run resumes)."""
     if out.exists() or not (base / "checkpoints").is_dir():
         return
     tmp = out.with_name(out.name + ".partial")
@@ -128,6 +128,44 @@ def config_for(spec: dict, row: str, n_labels: int, seed: int, data: str = "mnis
     return TrainConfig(model=model, net=spec["net"], epochs=spec["epochs"], batch_size=spec["batch_size"], seed=seed,
                        weights=weights, n_labels=n_labels, n_train=spec["n_train"], n_eval=spec["n_eval"],
                        monitor_size=1000 if spec["n_train"] is None else 128, data=data, init_from=init_from)
+
+
+class PlannedRun(NamedTuple):
+    group: str  # "required", "unsupervised", "pretrained" or "longer"
+    row: str
+    n_labels: int
+    seed: int
+    config: TrainConfig
+    out: Path
+    start_from: Path | None  # a longer run's copy source (the same run at the claim's budget)
+
+
+GROUPS = ("required", "unsupervised", "pretrained", "longer")
+
+
+def planned_runs(spec: dict, root: Path, data: str = "mnist", seed_offset: int = 0) -> list[PlannedRun]:
+    """Every run of the claim in the order it trains them (each unsupervised run just before the
+    pre-trained run that starts from it): the one list both :func:`run` and :func:`full_commands` read."""
+    net, plan = spec["net"], []
+
+    def add(group, row, n_l, seed, s=spec, epochs=None, start_from=None):
+        out = root / run_name(net, row, n_l, seed, epochs)
+        plan.append(PlannedRun(group, row, n_l, seed, config_for(s, row, n_l, seed, data, root), out, start_from))
+
+    for n_l in spec["n_labels"]:
+        for seed0 in spec["seeds"]:
+            for row in ROWS:
+                add("required", row, n_l, seed_offset + seed0)
+    for seed0 in spec["unsupervised_seeds"]:
+        add("unsupervised", "unsupervised", 0, seed_offset + seed0)
+        add("pretrained", PRETRAINED_ROW, PRETRAINED_LABELS, seed_offset + seed0)
+    if spec.get("longer"):
+        lspec, n_l = longer_spec(spec), spec["longer"]["n_labels"]
+        for seed0 in spec["longer"]["seeds"]:
+            for row in ROWS:
+                seed = seed_offset + seed0
+                add("longer", row, n_l, seed, lspec, lspec["epochs"], root / run_name(net, row, n_l, seed))
+    return plan
 
 
 def command_for(config: TrainConfig, out: str) -> str:
@@ -222,48 +260,33 @@ def run(args) -> Result:
     errors: dict = {}
     runs, d1, unsup, longer = [], {}, [], []
     try:
-        for n_l in spec["n_labels"]:
-            for seed0 in spec["seeds"]:
-                seed = args.seed + seed0
-                for row in ROWS:
-                    cfg = config_for(spec, row, n_l, seed, source)
-                    out = root / run_name(spec["net"], row, n_l, seed)
-                    res = train(cfg, data, out, progress=full)
-                    runs.append(_run_entry(row, n_l, seed, res, command_for(cfg, str(out))))
-                    errors.setdefault(n_l, {}).setdefault(row, {})[seed] = runs[-1]["test_error"]
-                    if cfg.model == "drmm":
-                        d1[f"{row} nl{n_l} seed{seed}"] = _d1_distance(res.params, test_images)
-        for seed0 in spec["unsupervised_seeds"]:
-            seed = args.seed + seed0
-            cfg = config_for(spec, "unsupervised", 0, seed, source)
-            out = root / run_name(spec["net"], "unsupervised", 0, seed)
-            res = train(cfg, data, out, progress=full)
-            last = res.log["epochs"][-1]
-            unsup.append({"seed": seed, "test_cluster_accuracy": last["test_cluster_accuracy"],
-                          "test_cluster_sizes": last["test_cluster_sizes"], "epochs": last["epoch"],
-                          "command": command_for(cfg, str(out))})
-            cfg = config_for(spec, PRETRAINED_ROW, PRETRAINED_LABELS, seed, source, root)
-            out = root / run_name(spec["net"], PRETRAINED_ROW, PRETRAINED_LABELS, seed)
-            res = train(cfg, data, out, progress=full)
-            runs.append({**_run_entry(PRETRAINED_ROW, PRETRAINED_LABELS, seed, res, command_for(cfg, str(out))),
-                         "init_class_mapping": res.log.get("init_class_mapping")})
-            errors.setdefault(PRETRAINED_LABELS, {}).setdefault(PRETRAINED_ROW, {})[seed] = runs[-1]["test_error"]
-            d1[f"{PRETRAINED_ROW} nl{PRETRAINED_LABELS} seed{seed}"] = _d1_distance(res.params, test_images)
-        if spec.get("longer"):
-            lspec, n_l = longer_spec(spec), spec["longer"]["n_labels"]
-            for seed0 in spec["longer"]["seeds"]:
-                seed = args.seed + seed0
-                for row in ROWS:
-                    cfg = config_for(lspec, row, n_l, seed, source)
-                    out = root / run_name(spec["net"], row, n_l, seed, lspec["epochs"])
-                    _extend(root / run_name(spec["net"], row, n_l, seed), out)
-                    res = train(cfg, data, out, progress=full)
-                    longer.append({**_run_entry(row, n_l, seed, res, command_for(cfg, str(out))),
-                                   "epoch_numbers": [e["epoch"] for e in res.log["epochs"]],  # 0: initial model
-                                   "test_error_per_epoch": [e["test_error"] for e in res.log["epochs"]],
-                                   "validation_error_per_epoch": [e["validation_error"] for e in res.log["epochs"]]})
-                    if cfg.model == "drmm":
-                        longer[-1]["d1_distance"] = _d1_distance(res.params, test_images)
+        for p in planned_runs(spec, root, source, args.seed):
+            if p.start_from is not None:
+                _extend(p.start_from, p.out)
+            res = train(p.config, data, p.out, progress=full)
+            command = command_for(p.config, str(p.out))
+            if p.group == "unsupervised":
+                last = res.log["epochs"][-1]
+                unsup.append({"seed": p.seed, "test_cluster_accuracy": last["test_cluster_accuracy"],
+                              "test_cluster_sizes": last["test_cluster_sizes"], "epochs": last["epoch"],
+                              "command": command})
+                continue
+            entry = _run_entry(p.row, p.n_labels, p.seed, res, command)
+            distance = _d1_distance(res.params, test_images) if p.config.model == "drmm" else None
+            if p.group == "longer":
+                epochs = res.log["epochs"]
+                longer.append({**entry, "epoch_numbers": [e["epoch"] for e in epochs],  # 0: initial model
+                               "test_error_per_epoch": [e["test_error"] for e in epochs],
+                               "validation_error_per_epoch": [e["validation_error"] for e in epochs]})
+                if distance is not None:
+                    longer[-1]["d1_distance"] = distance
+                continue
+            if p.group == "pretrained":
+                entry["init_class_mapping"] = res.log.get("init_class_mapping")
+            runs.append(entry)
+            errors.setdefault(p.n_labels, {}).setdefault(p.row, {})[p.seed] = entry["test_error"]
+            if distance is not None:
+                d1[f"{p.row} nl{p.n_labels} seed{p.seed}"] = distance
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -311,26 +334,12 @@ def run(args) -> Result:
 def full_commands() -> list[str]:
     """The --full run's training commands, cheapest first within each N_L (run them in any order or in
     parallel, e.g. ``python -m validation.ssl_mnist --commands | xargs -P 2 -I{} sh -c {}``)."""
-    cmds = []
-    for n_l in FULL["n_labels"]:
-        for row in ROWS:
-            for seed in FULL["seeds"]:
-                cmds.append(command_for(config_for(FULL, row, n_l, seed), str(runs_root() / run_name(FULL["net"], row,
-                                                                                                     n_l, seed))))
-    for seed in FULL["unsupervised_seeds"]:
-        cfg = config_for(FULL, "unsupervised", 0, seed)
-        cmds.append(command_for(cfg, str(runs_root() / run_name(FULL["net"], "unsupervised", 0, seed))))
-    for seed in FULL["unsupervised_seeds"]:  # after the unsupervised run it starts from
-        cfg = config_for(FULL, PRETRAINED_ROW, PRETRAINED_LABELS, seed)
-        cmds.append(command_for(cfg, str(runs_root() / run_name(FULL["net"], PRETRAINED_ROW, PRETRAINED_LABELS,
-                                                                 seed))))
-    lspec = longer_spec(FULL)
-    for seed in FULL["longer"]["seeds"]:  # a fresh run gives the same result; the claim copies the 1-epoch run first
-        for row in ROWS:
-            n_l = FULL["longer"]["n_labels"]
-            cfg = config_for(lspec, row, n_l, seed)
-            cmds.append(command_for(cfg, str(runs_root() / run_name(FULL["net"], row, n_l, seed, lspec["epochs"]))))
-    return cmds
+    plan = planned_runs(FULL, runs_root())
+    # all required runs of one N_L row by row (the labels-only DCNs first); a longer run can also start afresh
+    # (the claim copies the 1-epoch run first, but resume is exact, so the result is the same)
+    order = sorted(plan, key=lambda p: (GROUPS.index(p.group), p.n_labels if p.group == "required" else 0,
+                                        list(ROWS).index(p.row) if p.group == "required" else 0))
+    return [command_for(p.config, str(p.out)) for p in order]
 
 
 def main(argv=None):
