@@ -78,12 +78,12 @@ def test_eg_log_traces_rc_after_e_and_m_steps(tmp_path):
     res = train(TrainConfig(model="drmm", net=NARROW, epochs=2, batch_size=50, data="synthetic", monitor_size=40),
                 data, tmp_path, progress=False)
     ep = res.log["epochs"][-1]
-    for key in ("mean_rc_after_e", "mean_rc_after_m", "mean_ce", "mean_nn", "noise_variance", "monitor"):
+    for key in ("mean_rc_after_e", "mean_ce", "mean_nn", "noise_variance", "monitor"):
         assert ep[key] is not None, key
     assert "rc_after_m" in ep["monitor"] and isinstance(ep["monitor"]["e_step_raised_rc"], bool)
     assert len(ep["switch_prior"]) == 2 and abs(sum(ep["class_prior"]) - 1) < 1e-9
-    steps = res.log["steps"][-1]
-    assert all(v is not None for v in steps["rc_after_m"])
+    steps = res.log["steps"][-1]  # the per-step trace after the M-step is off in training (EGConfig)
+    assert all(v is None for v in steps["rc_after_m"]) and ep["mean_rc_after_m"] is None
 
 
 @pytest.mark.parametrize("model", ["dcn", "drmm"])
