@@ -112,7 +112,7 @@ def test_trainer_runs_on_array_api_strict_with_block_steps(tmp_path):
     from drmm_ref._backend import get_namespace
 
     assert get_namespace(res.params.class_templates) is get_namespace(array_api_strict.asarray(0.0))
-    assert res.log["epochs"][-1]["mean_rc_after_m"] is not None
+    assert res.log["epochs"][-1]["monitor"]["rc_after_m"] is not None
     ck = load_checkpoint(latest_checkpoint(tmp_path), xp="array_api_strict")
     _arrays_equal(ck.params, res.params)
 
