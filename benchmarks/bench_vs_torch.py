@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from drmm_ref._backend import keep_freed_host_memory  # noqa: E402
 from drmm_ref.drmm import bottom_up, init_params, preset  # noqa: E402
 from drmm_ref.learning import Adam, EGConfig, backprop_step, eg_step, trainable  # noqa: E402
 
@@ -212,7 +213,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="one round of 2 steps, small2, 1 thread (smoke test)")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--profile", type=Path, help="also write per-primitive profiles of each step here")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's allocator as it is (default: keep_freed_host_memory(), as the trainer does)")
     args = ap.parse_args(argv)
+    tuned = False if args.default_allocator else keep_freed_host_memory()
     if args.quick:
         args.rounds, args.steps, args.nets, args.threads = 1, 2, ["small2"], [1]
     try:
@@ -229,7 +233,7 @@ def main(argv=None) -> int:
         bu = f"{r['bottom_up_over_torch_forward']:12.2f}" if torch else f"{'-':>12}"
         print(f"{r['net']:<11} {r['threads']:>3} {tb} {r['eg_over_backprop_time']:8.2f} "
               f"{r['eg_rate_over_backprop_rate']:15.2f} {bu} {100 * fr['backprop']:8.0f}% {100 * fr['eg']:8.0f}%")
-    record = {"benchmark": "bench_vs_torch", "batch": BATCH, "dtype": "float32", "rounds": args.rounds,
+    record = {"benchmark": "bench_vs_torch", "allocator_tuned": tuned, "batch": BATCH, "dtype": "float32", "rounds": args.rounds,
               "steps_per_round": args.steps, "torch": getattr(torch, "__version__", None),
               "numpy": np.__version__, "machine": platform.machine(), "results": results}
     if args.profile:

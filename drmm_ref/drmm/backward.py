@@ -126,8 +126,7 @@ def _down_cotangent(params: DRMMParams, forward: BottomUp, g: Any, parameters: b
         gu = v[:, 0, ...] if render_too else v
         if parameters:
             h_prev = to_batch_last(forward.features[l - 1], xp)
-            cols = forward.columns[l - 1] if forward.columns is not None else None
-            wbar[l - 1] = BL.conv2d_weight_grad_bl(gu, h_prev, layer.kernel, layer.padding, xp, cols=cols)
+            wbar[l - 1] = BL.conv2d_weight_grad_bl(gu, h_prev, layer.kernel, layer.padding, xp)
             bbar[l - 1] = xp.sum(xp.reshape(gu, (gu.shape[0], math.prod(gu.shape[1:]))), axis=1)
         if render_too:
             vs[l - 1] = v[:, 1, ...]

@@ -59,9 +59,6 @@ class BottomUp:
     preactivations: tuple[Any, ...]
     latents: Latents
     scores: Any
-    #: Each layer's unfolded input (batch-last im2col matrix) when ``bottom_up(keep_columns=True)``:
-    #: the weight gradients of :func:`~drmm_ref.drmm.backward` reuse them instead of unfolding again.
-    columns: tuple[Any, ...] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def images(self) -> Any:
@@ -88,7 +85,7 @@ def _scores_bl(params: DRMMParams, top_bl: Any) -> Any:
     return xp.matrix_transpose(xp.matmul(flat_mu, flat_h)) + xp.reshape(params.class_biases, (1, mu.shape[0]))
 
 
-def _up_layer_bl(params: DRMMParams, l: int, h: Any, keep_columns: bool = False) -> tuple[Any, Any, Any, Any, Any]:
+def _up_layer_bl(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, Any]:
     """One bottom-up layer on batch-last maps ``(C, H, W, N)``: ``h^(l-1) -> (u^(l), h^(l), t^(l), a^(l))``.
 
     ``maxpool(relu(u)) = relu(maxpool(u))`` with the same first maximum wherever the window maximum
@@ -98,13 +95,7 @@ def _up_layer_bl(params: DRMMParams, l: int, h: Any, keep_columns: bool = False)
     """
     xp = params.xp
     layer = params.net.layers[l - 1]
-    w, cols = params.filters[l - 1], None
-    ho, wo = params.net.conv_shapes[l - 1][1:]
-    if keep_columns and w.shape[1] * layer.kernel ** 2 * ho * wo * h.shape[-1] <= BL.CHUNK_ELEMENTS:
-        cols = BL.unfold(h, layer.kernel, layer.padding, xp)
-        u = xp.reshape(xp.matmul(BL.weight_matrix(w, xp), cols), (w.shape[0], ho, wo, h.shape[-1]))
-    else:
-        u = BL.conv2d_bl(h, w, layer.padding, xp)
+    u = BL.conv2d_bl(h, params.filters[l - 1], layer.padding, xp)
     u = u + xp.reshape(params.biases[l - 1], (u.shape[0], 1, 1, 1))
     zero = xp.zeros((), dtype=u.dtype, device=_backend.device_of(u))
     if layer.pool > 1:
@@ -116,7 +107,7 @@ def _up_layer_bl(params: DRMMParams, l: int, h: Any, keep_columns: bool = False)
         h = xp.maximum(u, zero)
         a = h > 0
         t = xp.broadcast_to(xp.zeros((1, 1, 1, 1), dtype=xp.int64, device=_backend.device_of(h)), tuple(h.shape))
-    return u, h, t, a, cols
+    return u, h, t, a
 
 
 def bottom_up_layer(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, Any]:
@@ -125,11 +116,11 @@ def bottom_up_layer(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, 
     See :func:`_up_layer_bl`; the results are NCHW views of batch-last arrays.
     """
     xp = params.xp
-    out = _up_layer_bl(params, l, to_batch_last(h, xp))[:4]
+    out = _up_layer_bl(params, l, to_batch_last(h, xp))
     return tuple(to_nchw(v, xp) for v in out)
 
 
-def bottom_up(params: DRMMParams, images: Any, *, check: bool = True, keep_columns: bool = False) -> BottomUp:
+def bottom_up(params: DRMMParams, images: Any, *, check: bool = True) -> BottomUp:
     """The DCN forward = max-sum inference of the DRMM's latents, bottom up (SPEC §2).
 
     Parameters
@@ -140,9 +131,6 @@ def bottom_up(params: DRMMParams, images: Any, *, check: bool = True, keep_colum
     check : bool, default True
         Check the images (shape, dtype, namespace, finiteness). A training loop that has checked
         its data set once passes False, which also avoids a host synchronisation per batch.
-    keep_columns : bool, default False
-        Keep each layer's unfolded input for the weight gradients of a backward pass (training
-        steps; costs ``k^2`` times each layer's input in memory).
 
     Returns
     -------
@@ -162,17 +150,15 @@ def bottom_up(params: DRMMParams, images: Any, *, check: bool = True, keep_colum
         check_images(params, images)
     xp, net = params.xp, params.net
     h = to_batch_last(images, xp)
-    features, pre, positions, switches, columns = [images], [], [], [], []
+    features, pre, positions, switches = [images], [], [], []
     for l in range(1, net.L + 1):
-        u, h, t, a, cols = _up_layer_bl(params, l, h, keep_columns)
-        columns.append(cols)
+        u, h, t, a = _up_layer_bl(params, l, h)
         pre.append(to_nchw(u, xp))
         features.append(to_nchw(h, xp))
         positions.append(to_nchw(t, xp))
         switches.append(to_nchw(a, xp))
     scores = _scores_bl(params, h)
-    return BottomUp(tuple(features), tuple(pre), Latents(tuple(positions), tuple(switches)), scores,
-                    tuple(columns) if keep_columns else None)
+    return BottomUp(tuple(features), tuple(pre), Latents(tuple(positions), tuple(switches)), scores)
 
 
 def top_down(params: DRMMParams, latents: Latents | BottomUp, classes: Any = None) -> Rendering:

@@ -173,7 +173,7 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
             raise ValueError(f"cg_blocks entry {b!r} is not a block; choose from {names}")
     if check:
         labels = _checked_batch(params, images, labels)
-    fw = bottom_up(params, images, check=False, keep_columns=True)
+    fw = bottom_up(params, images, check=False)
     classes = rendered_classes(fw, labels)
     terms, grads, rendering = fused_objective_and_gradients(params, fw, classes, labels, config.weights)
     if rendering is None and config.cg_blocks:
@@ -211,7 +211,7 @@ def backprop_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: An
     start, cpu0 = time.perf_counter(), time.process_time()
     if check:
         labels = _checked_batch(params, images, labels)
-    fw = bottom_up(params, images, check=False, keep_columns=True)
+    fw = bottom_up(params, images, check=False)
     terms, grads, _ = fused_objective_and_gradients(params, fw, None, labels, BACKPROP_WEIGHTS)
     tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
     params = with_trainable(params, tree)
