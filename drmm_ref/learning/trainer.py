@@ -833,9 +833,11 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
             except NonFiniteParameters as exc:
                 raise _diverged(epoch, i + 1, "parameters", f"the update left {exc.field} non-finite",
                                 last_good) from None
-            bad = [k for k in _TERMS if getattr(tr.terms, k) is not None and not math.isfinite(getattr(tr.terms, k))]
+            values = {**{k: getattr(tr.terms, k) for k in _TERMS}, "rc_after_e": tr.rc_after_e,
+                      "rc_after_m": tr.rc_after_m}  # RC after the M-step: the update's own result
+            bad = [k for k, v in values.items() if v is not None and not math.isfinite(v)]
             if bad:
-                raise _diverged(epoch, i + 1, bad[0], f"{bad[0]} = {getattr(tr.terms, bad[0])}", last_good)
+                raise _diverged(epoch, i + 1, bad[0], f"{bad[0]} = {values[bad[0]]}", last_good)
             if stats is not None:
                 stats = stats + tr.stats
             _append_step(table, trace_s, tr)

@@ -74,9 +74,21 @@ def logsumexp(x: Any, axis: Any = -1, *, keepdims: bool = False, xp: Any = None)
 
 
 def softmax(x: Any, axis: Any = -1, *, xp: Any = None) -> Any:
-    """Stable softmax over ``axis``: ``exp(x - logsumexp(x))``; sums to one over ``axis``."""
+    """Stable softmax over ``axis``: ``exp(x - m) / sum exp(x - m)`` with ``m = max x``; sums to one over ``axis``.
+
+    Normalising by the sum (rather than computing ``exp(x - logsumexp(x))``) keeps the sum at one
+    to rounding even when ``x`` is so large that ``logsumexp(x)`` rounds to ``max x``: scores
+    ``[1e12, 1e12]`` in float32 gave ``[1, 1]`` that way.
+    """
     xp = _checks.namespace(x, names=("x",), xp=xp)
-    return xp.exp(x - logsumexp(x, axis, keepdims=True, xp=xp))
+    _checks.float_array(x, "x", xp)
+    axes = _axes(axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):
+        return x + 0  # an empty axis: an empty result of the same shape
+    m = xp.max(x, axis=axes, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros((), dtype=x.dtype, device=device_of(x)))
+    e = xp.exp(x - m)
+    return e / xp.sum(e, axis=axes, keepdims=True)
 
 
 def logsumexp_vjp(grad_out: Any, x: Any, axis: Any = -1, *, keepdims: bool = False, xp: Any = None) -> Any:
