@@ -67,8 +67,8 @@ def check_batch(params: Any, images: Any, labels: Any, *, allow_unlabelled: bool
 
 
 def _real(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got the bool {value}")
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -225,7 +225,7 @@ def block_step(params: DRMMParams, images: Any, rendering: Rendering, block: str
     the next. In floating point, once the block's problem is solved (``k_cg`` above the rank of
     ``A_B``) the recurrence runs on rounding noise and can blow up (step sizes of 1e13 were seen).
     Three guards keep the promise: the rounding-level stop above; an iterate whose recurrence
-    objective is above the previous one is rejected and the loop stops; and RC is recomputed from
+    objective or RC is above the previous one's is rejected and the loop stops; and RC is recomputed from
     the returned block (one more rendering), the old block being returned should that RC exceed
     ``rc_before``.
     """
@@ -274,7 +274,8 @@ def block_step(params: DRMMParams, images: Any, rendering: Rendering, block: str
         r_new = r - alpha * q
         rr_new = sq(r_new)
         objective_new = rr_new + lam * sq(x_new)
-        if not objective_new <= objective:  # rounding noise (or NaN): keep the previous iterate
+        # In exact arithmetic both fall (||delta|| grows along CGLS); a rise in either is rounding noise (or NaN)
+        if not (objective_new <= objective and rr_new <= rr):
             stopped = "no_descent"
             break
         x, r, rr, objective = x_new, r_new, rr_new, objective_new
