@@ -116,10 +116,14 @@ class DRMMParams:
                 raise TypeError(f"{name} has dtype {a.dtype} but class_templates has {dtype}; use one dtype")
             if tuple(a.shape) != tuple(shape):
                 raise ValueError(f"{name} has shape {tuple(a.shape)} but network {net.name!r} needs {tuple(shape)}")
-        for name, a in zip(names, arrays):
-            if not bool(xp.all(xp.isfinite(a))):
-                raise NonFiniteParameters(f"{name} contains NaN or inf; every parameter must be finite "
-                                          "(a diverged training step? lower the learning rate)", name)
+        finite = [xp.all(xp.isfinite(a)) for a in arrays]
+        all_finite = finite[0]
+        for f in finite[1:]:
+            all_finite = xp.logical_and(all_finite, f)
+        if not bool(all_finite):  # one host synchronisation; the culprit is looked for only on failure
+            name = next(n for n, f in zip(names, finite) if not bool(f))
+            raise NonFiniteParameters(f"{name} contains NaN or inf; every parameter must be finite "
+                                      "(a diverged training step? lower the learning rate)", name)
         try:
             s2 = float(self.noise_variance)
         except (TypeError, ValueError):

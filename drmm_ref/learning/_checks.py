@@ -19,7 +19,7 @@ __all__ = ["check_labels", "check_batch", "finite_positive", "finite_nonnegative
 
 
 def check_labels(labels: Any, n: int | None, n_classes: int, *, name: str = "labels",
-                 allow_unlabelled: bool = True, xp: Any = None) -> Any:
+                 allow_unlabelled: bool = True, check_range: bool = True, xp: Any = None) -> Any:
     """Namespace of ``labels`` after checking them: an integer array of shape ``(n,)`` in range.
 
     Parameters
@@ -31,6 +31,10 @@ def check_labels(labels: Any, n: int | None, n_classes: int, *, name: str = "lab
         ``K``: labels lie in ``0..K-1``, or are ``-1`` (``UNLABELLED``) when ``allow_unlabelled``.
     name : str
         The argument's name in messages.
+    check_range : bool, default True
+        Also check the values (two reductions, one host synchronisation each on a GPU). False
+        checks only the dtype and the shape (no synchronisation): for hot paths whose caller
+        checked the values once.
 
     Raises
     ------
@@ -49,6 +53,8 @@ def check_labels(labels: Any, n: int | None, n_classes: int, *, name: str = "lab
         raise ValueError(f"{name} must have shape {want} (one per image), got {tuple(labels.shape)}")
     if labels.shape[0] == 0:
         raise ValueError(f"{name} is empty (N = 0): the batch must hold at least one example")
+    if not check_range:
+        return space
     low = -1 if allow_unlabelled else 0
     if bool(space.any(labels < low)) or bool(space.any(labels >= n_classes)):
         allowed = f"0..{n_classes - 1}" + (" or -1 (unlabelled)" if allow_unlabelled else "")

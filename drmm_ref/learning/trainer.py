@@ -743,9 +743,15 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
     for name, y in (("validation", yva), ("test", yte)):
         if len(y) == 0:
             raise ValueError(f"the {name} split is empty: there is nothing to evaluate the run on")
-    for name, x in (("training", xtr), ("validation", xva), ("test", xte)):
+    for name, x, y in (("training", xtr, ytr), ("validation", xva, yva), ("test", xte, yte)):
         if not np.all(np.isfinite(x)):
             raise ValueError(f"the {name} images contain NaN or inf; clean the data first")
+        if tuple(x.shape[1:]) != net.image_shape or x.shape[0] != y.shape[0]:
+            raise ValueError(f"the {name} split has images of shape {tuple(x.shape)} and {y.shape[0]} labels; "
+                             f"network {net.name!r} needs (N, {', '.join(map(str, net.image_shape))}) and N labels")
+        if y.size and (y.min() < 0 or y.max() >= net.n_classes):
+            raise ValueError(f"the {name} labels must lie in 0..{net.n_classes - 1}")
+    # the data were checked once here: the steps skip their per-batch boundary checks (no host synchronisation)
     split = None
     if config.semi_supervised:
         split = label_split(ytr, config.n_labels, config.seed if config.label_seed is None else config.label_seed,
@@ -827,9 +833,9 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
             x, y = _batch(xtr, ytr, idx_l, idx_u, config.model, dt, xp)
             try:
                 if config.model == "drmm":
-                    params, opt_state, tr = eg_step(params, optimizer, opt_state, x, y, eg_cfg)
+                    params, opt_state, tr = eg_step(params, optimizer, opt_state, x, y, eg_cfg, check=False)
                 else:
-                    params, opt_state, tr = backprop_step(params, optimizer, opt_state, x, y)
+                    params, opt_state, tr = backprop_step(params, optimizer, opt_state, x, y, check=False)
             except NonFiniteParameters as exc:
                 raise _diverged(epoch, i + 1, "parameters", f"the update left {exc.field} non-finite",
                                 last_good) from None
