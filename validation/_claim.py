@@ -174,6 +174,13 @@ def make_record(claim: Claim, result: Result, args: argparse.Namespace, seconds:
 def run_claim(claim: Claim, run: Callable[[argparse.Namespace], Result], argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run the claim, write ``<out>/<id>.json`` and return the record."""
     args = build_parser(claim).parse_args(sys.argv[1:] if argv is None else argv)
+    from drmm_ref.learning._checks import backend_problem
+
+    problem = backend_problem(args.backend)
+    if problem is not None:  # a claim that cannot run is not a failed claim: nothing is recorded
+        print(f"error: --backend {args.backend}: {problem}; {claim.id} was not run and no record was written",
+              file=sys.stderr)
+        raise SystemExit(2)
     out = Path(args.out) if args.out is not None else DEFAULT_OUT[args.mode]
     start = time.perf_counter()
     if claim.blas_threads is not None:

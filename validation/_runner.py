@@ -1,7 +1,10 @@
 """``python -m validation``: run every claim script, write the records, print the table.
 
 Exit status 1 when an identity claim fails or a claim script raises; a replication ``fail`` is
-reported in the table and the JSON but does not change the exit status (issue 2).
+reported in the table and the JSON but does not change the exit status. Exit status 2, with nothing
+run and nothing written, when the command line cannot be served: an unknown claim id, or a backend
+that cannot be used here (``--backend cupy`` without CuPy or a CUDA device) -- otherwise every claim
+would be recorded as failed and the records of the last good run overwritten.
 """
 
 from __future__ import annotations
@@ -101,7 +104,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --only names unknown claim id(s) {unknown}; known: {sorted(known)}", file=sys.stderr)
             return 2
         modules = [known[i] for i in args.only]
+    from drmm_ref.learning._checks import backend_problem
+
+    problem = backend_problem(args.backend)  # before any claim runs or any record is written
+    if problem is not None:
+        print(f"error: --backend {args.backend}: {problem}; no claim was run and no record was written",
+              file=sys.stderr)
+        return 2
     out = args.out if args.out is not None else _claim.DEFAULT_OUT[args.mode]
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     failed_identity, raised = [], []
     total_start = time.perf_counter()

@@ -43,6 +43,7 @@ from typing import Any
 from .. import _backend
 from .. import primitives as P
 from ..drmm import DRMMParams, backward, backward_and_render, render, render_vjp
+from ._checks import check_labels
 from ._tree import add_trees, gradients_tree
 
 __all__ = ["LossWeights", "Terms", "cross_entropy", "reconstruction", "nonnegativity", "entropy_term",
@@ -120,6 +121,7 @@ def cross_entropy(scores: Any, labels: Any) -> tuple[Any, Any]:
     """
     xp = _backend.get_namespace(scores, labels, names=("scores", "labels"))
     n, k = scores.shape
+    check_labels(labels, n, k, check_range=False, xp=xp)  # integer, shape (N,): 0.7 is refused, not read as class 0
     dev = _backend.device_of(labels)
     onehot = xp.astype(xp.expand_dims(labels, axis=1) == xp.arange(k, dtype=labels.dtype, device=dev), scores.dtype)
     labelled = xp.astype(labels != UNLABELLED, scores.dtype)
@@ -202,13 +204,21 @@ def balance_term(scores: Any) -> tuple[Any, Any]:
               \\partial\\,\\mathrm{BAL} / \\partial s_{n} = q_n \\odot (\\log \\bar q - \\langle q_n, \\log \\bar q\\rangle) / N
 
     Zero when the batch's predictions are balanced over the K classes; ``log K`` when they all fall
-    on one class. Minimising it is "maximise the entropy of the batch-mean prediction" (issue 6).
+    on one class. Minimising it is "maximise the entropy of the batch-mean prediction".
+
+    Computed in the log domain, ``log qbar_c = lse_n(log q_{n,c}) - log N`` with
+    ``log q = s - lse(s)``, so a class whose mean probability underflows (scores ``[120, 0, 0]`` in
+    float32) contributes ``0 * (finite) = 0`` instead of ``0 * log 0 = NaN``.
     """
     xp = _backend.get_namespace(scores, names=("scores",))
     n, k = scores.shape
-    q = P.softmax(scores, axis=1, xp=xp)
-    qbar = xp.sum(q, axis=0, keepdims=True) / n
-    log_qbar = xp.log(qbar)
+    logq = scores - P.logsumexp(scores, axis=1, keepdims=True, xp=xp)
+    q = xp.exp(logq)
+    log_qbar = P.logsumexp(logq, axis=0, keepdims=True, xp=xp) - math.log(n)
+    qbar = xp.exp(log_qbar)
+    # a class no example gives any probability (log qbar = -inf) contributes nothing: 0 log 0 = 0
+    log_qbar = xp.where(xp.isfinite(log_qbar), log_qbar, xp.zeros((), dtype=scores.dtype,
+                                                                   device=_backend.device_of(scores)))
     value = math.log(k) + xp.sum(qbar * log_qbar)
     grad = q * (log_qbar - xp.sum(q * log_qbar, axis=1, keepdims=True)) / n
     return value, grad
