@@ -89,7 +89,8 @@ def find_model(checkpoint: Path | None, quick: bool, seed: int):
                       data="mnist" if is_mnist else "synthetic")
     with tempfile.TemporaryDirectory() as tmp:
         res = train(cfg, data, tmp, progress=False)
-    return res.params, data.test.images, data.test.labels, f"quick small2 DRMM, 2 EG epochs on 1,000 images ({data.source})"
+    description = f"quick small2 DRMM, 2 EG epochs on 1,000 images ({data.source})"
+    return res.params, data.test.images, data.test.labels, description
 
 
 def vary_layer(params, latents, layer: int, kind: str, rng: np.random.Generator, draws: int):
@@ -162,8 +163,10 @@ def plot(params, images, labels, description: str, out: Path, seed: int = 0) -> 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None, help="training checkpoint (.npz) of a DRMM run, or a parameter file with the run's config")
-    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="output folder (default figures/out)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="training checkpoint (.npz) of a DRMM run, or a parameter file with the run's config")
+    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out",
+                        help="output folder (default figures/out)")
     parser.add_argument("--quick", action="store_true", help="train a small model first if no checkpoint is found")
     parser.add_argument("--seed", type=int, default=0, help="seed of the redrawn latents (and of a --quick model)")
     args = parser.parse_args(argv)

@@ -94,7 +94,6 @@ def test_m_step_maximises_the_expected_complete_log_likelihood(model, seed, eps)
 
 
 def test_empty_component_keeps_its_template_or_is_reseeded():
-    rng = np.random.default_rng(0)
     truth = make_model(1, multi=False, nonuniform=False, padded=False, window=False)
     images, classes, _ = rmm.sample(truth, 20, 1)
     K = truth.num_classes

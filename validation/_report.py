@@ -47,7 +47,8 @@ def readme_table() -> str:
     quick = {r["id"]: r for r in load_records(_claim.DEFAULT_OUT["quick"])}
     full = {r["id"]: r for r in load_records(_claim.DEFAULT_OUT["full"])}
     ids = sorted(set(quick) | set(full), key=lambda i: ((quick.get(i) or full.get(i))["kind"] != "identity", i))
-    lines = ["| claim | kind | `--quick` | `--full` (committed record) | measured (the full record where there is one) |", "|---|---|---|---|---|"]
+    lines = ["| claim | kind | `--quick` | `--full` (committed record) "
+             "| measured (the full record where there is one) |", "|---|---|---|---|---|"]
     for cid in ids:
         rec = full.get(cid) or quick[cid]
         q = quick[cid]["status"].upper() if cid in quick else "not run"

@@ -44,7 +44,8 @@ CLAIM = Claim(
     "(which are the renderer's own operators).",
     assumptions=(
         "conv-small preset (SPEC §6), He-normal filters, layer and class biases N(0, 0.1^2)",
-        "images: standard normal; standard normal with ~half the pixels and a 3-pixel border set to exactly 0; all zeros",
+        "images: standard normal; standard normal with ~half the pixels and a 3-pixel border set to exactly 0; "
+        "all zeros",
         "finite differences: float64, step 1e-6, coordinates whose perturbation changes any latent excluded",
         "independent checks: finite differences and homogeneity; the generic-VJP comparison is by construction "
         "(conv2d_vjp_input = conv2d_transpose, maxpool2d_vjp = unpool2d) and checks the wiring only",

@@ -23,9 +23,10 @@ other jobs inflate wall-clock time unevenly between runs made one after the othe
 train, 10k validation, 10k test), float32, NumPy. Runs are checkpointed under
 ``$DRMM_REF_RUNS`` (default ``~/.cache/drmm_ref/runs``)``/em-vs-backprop-mnist/<net>-<model>-seed<s>``
 and resumed when the script is run again; ``python -m validation.em_vs_backprop_mnist --commands`` prints
-their ``drmm-ref train`` commands (``results/runs/em-vs-backprop-mnist/run.sh`` runs them). ``--quick``: ``small2``, one seed, 3 epochs on the first
-640 training images, 300 validation / test images, from the MNIST cache when present, otherwise
-the synthetic stand-in (:func:`drmm_ref.learning.synthetic_digits`); it records ``measured`` only.
+their ``drmm-ref train`` commands (``results/runs/em-vs-backprop-mnist/run.sh`` runs them). ``--quick``:
+``small2``, one seed, 3 epochs on the first 640 training images, 300 validation / test images, from the
+MNIST cache when present, otherwise the synthetic stand-in (:func:`drmm_ref.learning.synthetic_digits`); it
+records ``measured`` only.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ def longer_spec(spec: dict) -> dict:
 def _extend(base: Path, out: Path) -> None:
     """Start a longer-budget run from the checkpoints of the same run at the claim's budget (a copy of the
     folder): training then resumes at the next epoch, with the result an uninterrupted run would give
-    (resume is exact), for the cost of the extra epochs only. Nothing is done when ``out`` exists (an unfinished longer run resumes)."""
+    (resume is exact), for the cost of the extra epochs only. Nothing is done when ``out`` exists (an unfinished
+    longer run resumes)."""
     if out.exists() or not (base / "checkpoints").is_dir():
         return
     tmp = out.with_name(out.name + ".partial")
