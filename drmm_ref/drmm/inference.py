@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
-from .. import primitives as P
+from ..primitives import batchlast as BL
+from ..primitives.conv import to_batch_last, to_nchw
 from ._common import as_classes, channel_bias, check_images
 from .latents import Latents, check_latents
 from .params import DRMMParams, template_maps
@@ -58,6 +59,9 @@ class BottomUp:
     preactivations: tuple[Any, ...]
     latents: Latents
     scores: Any
+    #: Each layer's unfolded input (batch-last im2col matrix) when ``bottom_up(keep_columns=True)``:
+    #: the weight gradients of :func:`~drmm_ref.drmm.backward` reuse them instead of unfolding again.
+    columns: tuple[Any, ...] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def images(self) -> Any:
@@ -72,37 +76,60 @@ class BottomUp:
 
 def class_scores(params: DRMMParams, top: Any) -> Any:
     """``s_c = <mu_c, h^(L)> + b_c`` for ``top = h^(L)`` of shape (N, C_L, H_L, W_L); returns (N, K)."""
+    return _scores_bl(params, to_batch_last(top, params.xp))
+
+
+def _scores_bl(params: DRMMParams, top_bl: Any) -> Any:
+    """Scores from the batch-last ``h^(L)`` of shape (C_L, H_L, W_L, N): one ``(K, D_L) @ (D_L, N)`` product."""
     xp = params.xp
     mu = template_maps(params)
-    n = top.shape[0]
-    flat_h = xp.reshape(top, (n, math.prod(top.shape[1:])))
     flat_mu = xp.reshape(mu, (mu.shape[0], math.prod(mu.shape[1:])))
-    return xp.matmul(flat_h, xp.matrix_transpose(flat_mu)) + xp.reshape(params.class_biases, (1, mu.shape[0]))
+    flat_h = xp.reshape(top_bl, (flat_mu.shape[1], top_bl.shape[-1]))
+    return xp.matrix_transpose(xp.matmul(flat_mu, flat_h)) + xp.reshape(params.class_biases, (1, mu.shape[0]))
 
 
-def bottom_up_layer(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, Any]:
-    """One layer of the bottom-up pass: ``h^(l-1) -> (u^(l), h^(l), t^(l), a^(l))`` (no argument checks).
+def _up_layer_bl(params: DRMMParams, l: int, h: Any, keep_columns: bool = False) -> tuple[Any, Any, Any, Any, Any]:
+    """One bottom-up layer on batch-last maps ``(C, H, W, N)``: ``h^(l-1) -> (u^(l), h^(l), t^(l), a^(l))``.
 
     ``maxpool(relu(u)) = relu(maxpool(u))`` with the same first maximum wherever the window maximum
     is positive; where it is 0 every ``u <= 0`` and SPEC's position is 0. So ``u`` is pooled first
-    and ``t`` set to 0 where ``a = 0`` (the ReLU then runs on the pooled grid).
+    and ``t`` set to 0 where ``a = 0`` (the ReLU then runs on the pooled grid). A layer without
+    pooling has ``t = 0`` everywhere (a broadcast, read-only zero array).
     """
     xp = params.xp
     layer = params.net.layers[l - 1]
-    u = P.conv2d(h, params.filters[l - 1], layer.padding, xp=xp) + channel_bias(params.biases[l - 1], xp)
-    if layer.pool > 1:
-        m, t = P.maxpool2d(u, layer.pool, xp=xp)
-        h = P.relu(m, xp=xp)
-        a = h > 0  # = [select_t(u) > 0]
-        t = xp.where(a, t, xp.zeros((), dtype=t.dtype, device=_backend.device_of(t)))
+    w, cols = params.filters[l - 1], None
+    ho, wo = params.net.conv_shapes[l - 1][1:]
+    if keep_columns and w.shape[1] * layer.kernel ** 2 * ho * wo * h.shape[-1] <= BL.CHUNK_ELEMENTS:
+        cols = BL.unfold(h, layer.kernel, layer.padding, xp)
+        u = xp.reshape(xp.matmul(BL.weight_matrix(w, xp), cols), (w.shape[0], ho, wo, h.shape[-1]))
     else:
-        h = P.relu(u, xp=xp)
+        u = BL.conv2d_bl(h, w, layer.padding, xp)
+    u = u + xp.reshape(params.biases[l - 1], (u.shape[0], 1, 1, 1))
+    zero = xp.zeros((), dtype=u.dtype, device=_backend.device_of(u))
+    if layer.pool > 1:
+        m, t = BL.maxpool_bl(u, layer.pool, xp)
+        h = xp.maximum(m, zero)
+        a = h > 0  # = [select_t(u) > 0]
+        t = t * xp.astype(a, t.dtype)  # SPEC: t = 0 where the switch is off
+    else:
+        h = xp.maximum(u, zero)
         a = h > 0
-        t = xp.zeros(h.shape, dtype=xp.int64, device=_backend.device_of(h))
-    return u, h, t, a
+        t = xp.broadcast_to(xp.zeros((1, 1, 1, 1), dtype=xp.int64, device=_backend.device_of(h)), tuple(h.shape))
+    return u, h, t, a, cols
 
 
-def bottom_up(params: DRMMParams, images: Any) -> BottomUp:
+def bottom_up_layer(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, Any]:
+    """One layer of the bottom-up pass on NCHW maps: ``h^(l-1) -> (u^(l), h^(l), t^(l), a^(l))`` (no argument checks).
+
+    See :func:`_up_layer_bl`; the results are NCHW views of batch-last arrays.
+    """
+    xp = params.xp
+    out = _up_layer_bl(params, l, to_batch_last(h, xp))[:4]
+    return tuple(to_nchw(v, xp) for v in out)
+
+
+def bottom_up(params: DRMMParams, images: Any, *, check: bool = True, keep_columns: bool = False) -> BottomUp:
     """The DCN forward = max-sum inference of the DRMM's latents, bottom up (SPEC §2).
 
     Parameters
@@ -110,12 +137,19 @@ def bottom_up(params: DRMMParams, images: Any) -> BottomUp:
     params : DRMMParams
     images : array of shape (N, C_0, H_0, W_0)
         Same namespace, device and dtype as the parameters; finite.
+    check : bool, default True
+        Check the images (shape, dtype, namespace, finiteness). A training loop that has checked
+        its data set once passes False, which also avoids a host synchronisation per batch.
+    keep_columns : bool, default False
+        Keep each layer's unfolded input for the weight gradients of a backward pass (training
+        steps; costs ``k^2`` times each layer's input in memory).
 
     Returns
     -------
     BottomUp
         Feature maps ``h^(0..L)``, pre-activations ``u^(1..L)``, latents ``(t, a)`` per layer and
-        scores ``s`` of shape (N, K).
+        scores ``s`` of shape (N, K). The maps are NCHW views of the batch-last ``(C, H, W, N)``
+        arrays the pass computes (see :mod:`drmm_ref.primitives.batchlast`).
 
     Raises
     ------
@@ -124,18 +158,21 @@ def bottom_up(params: DRMMParams, images: Any) -> BottomUp:
     TypeError
         Wrong dtype, or another namespace than the parameters.
     """
-    check_images(params, images)
-    net = params.net
-    h = images
-    features, pre, positions, switches = [images], [], [], []
+    if check:
+        check_images(params, images)
+    xp, net = params.xp, params.net
+    h = to_batch_last(images, xp)
+    features, pre, positions, switches, columns = [images], [], [], [], []
     for l in range(1, net.L + 1):
-        u, h, t, a = bottom_up_layer(params, l, h)
-        pre.append(u)
-        features.append(h)
-        positions.append(t)
-        switches.append(a)
-    scores = class_scores(params, h)
-    return BottomUp(tuple(features), tuple(pre), Latents(tuple(positions), tuple(switches)), scores)
+        u, h, t, a, cols = _up_layer_bl(params, l, h, keep_columns)
+        columns.append(cols)
+        pre.append(to_nchw(u, xp))
+        features.append(to_nchw(h, xp))
+        positions.append(to_nchw(t, xp))
+        switches.append(to_nchw(a, xp))
+    scores = _scores_bl(params, h)
+    return BottomUp(tuple(features), tuple(pre), Latents(tuple(positions), tuple(switches)), scores,
+                    tuple(columns) if keep_columns else None)
 
 
 def top_down(params: DRMMParams, latents: Latents | BottomUp, classes: Any = None) -> Rendering:

@@ -25,12 +25,13 @@ import dataclasses
 import time
 from typing import Any
 
-from ..drmm import DRMMParams, render
+from ..drmm import DRMMParams, bottom_up, render
+from ..drmm._common import check_images
 from ._tree import trainable, with_trainable
 from .block_step import BlockStepInfo, block_names, block_step
 from .closed_forms import PriorStats, prior_stats
-from .estep import e_step
-from .objectives import LossWeights, Terms, objective_and_gradients, reconstruction
+from .estep import EStep, check_labels, rendered_classes
+from .objectives import LossWeights, Terms, fused_objective_and_gradients, reconstruction
 
 __all__ = ["EGConfig", "StepTrace", "eg_step", "backprop_step", "BACKPROP_WEIGHTS"]
 
@@ -113,13 +114,40 @@ class StepTrace:
 
 
 def _rc_at(params: DRMMParams, images: Any, classes: Any, latents: Any) -> float:
-    value, _ = reconstruction(images, render(params, classes, latents).image)
+    value, _ = reconstruction(images, render(params, classes, latents, check=False).image)
     return float(value)
 
 
+def _checked_batch(params: DRMMParams, images: Any, labels: Any) -> Any:
+    """Public-boundary checks of a batch (shape, dtype, namespace, finiteness; labels' range): one host sync."""
+    xp = check_images(params, images)
+    if labels is None:
+        return None
+    return check_labels(labels, int(images.shape[0]), params.net.n_classes, xp)
+
+
 def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, labels: Any,
-            config: EGConfig = EGConfig()) -> tuple[DRMMParams, Any, StepTrace]:
-    """One EG step on a labelled mini-batch (see the module docstring).
+            config: EGConfig = EGConfig(), *, check: bool = True) -> tuple[DRMMParams, Any, StepTrace]:
+    """One EG step on a mini-batch (SPEC §3; the module docstring lists its parts).
+
+    .. math::
+
+        \text{E:}\quad (t, a) = \text{bottom-up max-sum of } I,\quad
+        c_n = y_n \text{ (or } \arg\max_c s_c \text{ when unlabelled)},\quad
+        \hat z^{(L)} = \mu_{c_n},\ \hat z^{(l-1)} = \Lambda^{(l)}_{t,a} \hat z^{(l)}
+
+        \text{G:}\quad \theta \leftarrow \mathrm{opt}\big(\theta, \nabla_\theta
+        [a_{CE} \mathrm{CE}(s) + a_H \mathrm H(s) + a_{BAL} \mathrm{BAL}(s)
+        + a_{RC} \mathrm{RC}(I, \hat z^{(0)}) + a_{NN} \textstyle\sum_{l \ge 1} \mathrm{NN}(\hat z^{(l)})]\big)
+
+    at fixed latents ``(t, a)`` and classes ``c``. The gradient is one fused pass
+    (:func:`~drmm_ref.learning.fused_objective_and_gradients`): down, the score cotangent
+    ``sbar = dL/ds`` and the templates ``mu_c`` through the same per-layer operator
+    ``conv2d_transpose(unpool(a *, t), W)``, collecting ``Wbar^(l) += conv2d_vjp_weight(ubar^(l), h^(l-1))``;
+    up, the rendering cotangents ``zbar^(0) = a_RC (x_hat - I)/(ND)``,
+    ``zbar^(l) = a * select_t(conv2d(zbar^(l-1), W^(l))) + a_NN dNN/dz^(l)``, collecting
+    ``Wbar^(l) += conv2d_vjp_weight(v^(l), zbar^(l-1))`` and ``mubar_c += sum_{n: c_n = c} zbar^(L)_n``.
+    Then the optional exact block steps on RC (``config.cg_blocks``) at the same latents.
 
     Parameters
     ----------
@@ -127,8 +155,11 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     optimizer : SGD or Adam
     opt_state : its state (``optimizer.init(trainable(params))``)
     images : array of shape (N, C_0, H_0, W_0)
-    labels : int array of shape (N,)
+    labels : int array of shape (N,), or None (unsupervised: render the DCN's decision)
     config : EGConfig
+    check : bool, default True
+        Check the batch at the boundary. The trainer checks its data set once and passes False,
+        so that a step makes no host synchronisation besides reading the objective's value.
 
     Returns
     -------
@@ -139,13 +170,19 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     for b in config.cg_blocks:
         if b not in names:
             raise ValueError(f"cg_blocks entry {b!r} is not a block; choose from {names}")
-    est = e_step(params, images, labels, render_=config.weights.generative or bool(config.cg_blocks))
-    terms, grads = objective_and_gradients(params, est, labels, config.weights)
+    if check:
+        labels = _checked_batch(params, images, labels)
+    fw = bottom_up(params, images, check=False, keep_columns=True)
+    classes = rendered_classes(fw, labels)
+    terms, grads, rendering = fused_objective_and_gradients(params, fw, classes, labels, config.weights)
+    if rendering is None and config.cg_blocks:
+        rendering = render(params, classes, fw.latents, check=False)
+    est = EStep(fw, classes, None, rendering)
     tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
     params = with_trainable(params, tree)
     infos = []
     for b in config.cg_blocks:
-        rendering = render(params, est.classes, est.latents)
+        rendering = render(params, est.classes, est.latents, check=False)
         theta, info = block_step(params, images, rendering, b, k_cg=config.k_cg, damping=config.cg_damping)
         old = trainable(params)[b]
         params = with_trainable(params, {b: old + config.cg_eta * (theta - old)})
@@ -160,16 +197,21 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     rc_e = terms.rc
     if rc_e is None and est.rendering is not None:
         rc_e = float(reconstruction(images, est.rendering.image)[0])
-    return params, opt_state, StepTrace(terms, rc_e, rc_m, seconds, trace_seconds=trace_s, cpu_seconds=cpu, blocks=tuple(infos),
-                                        stats=stats)
+    return params, opt_state, StepTrace(terms, rc_e, rc_m, seconds, trace_seconds=trace_s, cpu_seconds=cpu,
+                                        blocks=tuple(infos), stats=stats)
 
 
 def backprop_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any,
-                  labels: Any) -> tuple[DRMMParams, Any, StepTrace]:
-    """One backprop step of the baseline DCN: bottom-up pass, CE, its gradient, one optimiser step."""
+                  labels: Any, *, check: bool = True) -> tuple[DRMMParams, Any, StepTrace]:
+    """One backprop step of the baseline DCN: bottom-up pass, CE, its gradient, one optimiser step.
+
+    ``check=False`` skips the boundary checks of the batch (see :func:`eg_step`).
+    """
     start, cpu0 = time.perf_counter(), time.process_time()
-    est = e_step(params, images, labels, render_=False)
-    terms, grads = objective_and_gradients(params, est, labels, BACKPROP_WEIGHTS)
+    if check:
+        labels = _checked_batch(params, images, labels)
+    fw = bottom_up(params, images, check=False, keep_columns=True)
+    terms, grads, _ = fused_objective_and_gradients(params, fw, None, labels, BACKPROP_WEIGHTS)
     tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
     params = with_trainable(params, tree)
     return params, opt_state, StepTrace(terms, None, None, time.perf_counter() - start,
