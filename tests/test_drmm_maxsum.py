@@ -99,8 +99,9 @@ def test_d1_dcn_never_above_maxsum_unconstrained(net, seed):
 @_hyp
 @given(net=tiny_nets(), seed=st.integers(0, 2**32 - 1), zeros=st.booleans())
 def test_d2_topdown_is_generic_input_vjp(net, seed, zeros):
-    """By construction (conv2d_vjp_input is conv2d_transpose, maxpool2d_vjp is unpool2d): checks the wiring of
-    top_down against the chained VJPs (layer order, switches, class templates), not the derivation."""
+    """By construction (conv2d_vjp_input is conv2d_transpose, maxpool2d_vjp is unpool2d, and backward goes down
+    through the renderer's layer operator): checks the wiring of top_down against the generic backward pass
+    (layer order, switches, class templates), not the derivation."""
     rng = np.random.default_rng(seed)
     params = D.init_params(net, rng, bias_scale=0.5, class_bias_scale=0.5)
     images = rng.standard_normal((3,) + net.image_shape)

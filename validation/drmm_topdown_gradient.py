@@ -15,12 +15,13 @@ how ``top_down`` is built, and they carry the claim:
    the positively homogeneous ``s_c - b_c``), on Gaussian images and on images with exact zeros.
 
 A third comparison holds **by construction** and is reported as such: ``x_hat`` equals the input VJP
-of ``s_c`` chained from the primitives' VJPs (``drmm_ref.drmm.backward``), bit for bit. The
-primitives' input VJPs *are* the renderer's operators (``conv2d_vjp_input`` returns
-``conv2d_transpose``, ``maxpool2d_vjp`` returns ``unpool2d``), so this line checks the wiring
-(layer order, switches, class templates) for every class on Gaussian images and on images with
-exact zeros (zeroed pixels, a zero border, an all-zero image: ties and switched-off windows), not
-the derivation; the adjoint identities of those operators are the ``adjoint-identities`` claim.
+of ``s_c`` from the generic backward pass (``drmm_ref.drmm.backward``), bit for bit. The input VJPs
+*are* the renderer's operators (``conv2d_vjp_input`` returns ``conv2d_transpose``, ``maxpool2d_vjp``
+returns ``unpool2d``, and ``backward`` sends the cotangent down through the renderer's own layer
+operator), so this line checks the wiring (layer order, switches, class templates, the cotangent
+of the top) for every class on Gaussian images and on images with exact zeros (zeroed pixels, a
+zero border, an all-zero image: ties and switched-off windows), not the derivation; the adjoint
+identities of those operators are the ``adjoint-identities`` claim.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ CLAIM = Claim(
         "all zeros",
         "finite differences: float64, step 1e-6, coordinates whose perturbation changes any latent excluded",
         "independent checks: finite differences and homogeneity; the generic-VJP comparison is by construction "
-        "(conv2d_vjp_input = conv2d_transpose, maxpool2d_vjp = unpool2d) and checks the wiring only",
+        "(conv2d_vjp_input = conv2d_transpose, maxpool2d_vjp = unpool2d; backward goes down through the "
+        "renderer's layer operator) and checks the wiring only",
     ),
 )
 
@@ -169,8 +171,9 @@ def run(args) -> Result:
     measured["check_kinds"] = {
         "independent": ["finite_differences_float64", "homogeneity_zero_biases"],
         "by_construction": [k for k in measured if k.startswith("topdown_vs_vjp")],
-        "why_by_construction": "the primitives' input VJPs are the renderer's operators (conv2d_vjp_input returns "
-        "conv2d_transpose, maxpool2d_vjp returns unpool2d): the comparison checks the wiring, not the derivation",
+        "why_by_construction": "the input VJPs are the renderer's operators (conv2d_vjp_input returns "
+        "conv2d_transpose, maxpool2d_vjp returns unpool2d; drmm.backward goes down through the renderer's layer "
+        "operator): the comparison checks the wiring, not the derivation",
     }
     summary = (f"independent: x_hat vs FD of the score, {fd_stats['compared']} compared, max |err| "
                f"{fd_stats['max_abs_error']:.1e} ({fd_stats['max_violation_ratio']:.2f} of tolerance), "
