@@ -14,6 +14,9 @@ medians compared:
 * each step's multiply-adds per second as a fraction of the same-run GEMM rate, measured on a
   matrix product of the shape of the net's largest convolution.
 
+With one thread the clock is the process's CPU time (steadier than wall time when other jobs share
+the machine); with two, wall time (CPU time would count both threads).
+
 Multiply-adds per example (``F_l = O_l C_l k_l^2 H_o W_o`` for layer l's convolution, ``D_L K`` for
 the head): backprop = ``sum_l F_l`` (forward) + ``sum_l F_l`` (weight gradients) + ``sum_{l>=2} F_l``
 (input gradients) + ``3 D_L K``; EG adds the rendering (``sum_l F_l``), the rendering's VJP
@@ -137,8 +140,12 @@ def candidates(net_name: str, torch):
     return out, float(ly.channels * kk_c * cols)  # multiply-adds of the GEMM
 
 
-def time_rounds(cands: dict, rounds: int, steps: int) -> dict[str, float]:
-    """Median seconds per call of each candidate over interleaved rounds (after one warm-up call each)."""
+def time_rounds(cands: dict, rounds: int, steps: int, clock=time.perf_counter) -> dict[str, float]:
+    """Median seconds per call of each candidate over interleaved rounds (after one warm-up call each).
+
+    ``clock`` is wall time by default; with one thread the process's CPU time
+    (``time.process_time``) is the steadier measure on a shared machine.
+    """
     for fn in cands.values():
         fn()
     times = {k: [] for k in cands}
@@ -146,10 +153,10 @@ def time_rounds(cands: dict, rounds: int, steps: int) -> dict[str, float]:
     for r in range(rounds):
         for name in (order if r % 2 == 0 else order[::-1]):
             fn = cands[name]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(steps):
                 fn()
-            times[name].append((time.perf_counter() - start) / steps)
+            times[name].append((clock() - start) / steps)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -158,11 +165,12 @@ def measure(net_name: str, threads: int, rounds: int, steps: int, torch) -> dict
         torch.set_num_threads(threads)
     with threadpool_limits(threads):
         cands, gemm_macs = candidates(net_name, torch)
-        med = time_rounds(cands, rounds, steps)
+        med = time_rounds(cands, rounds, steps, clock=time.process_time if threads == 1 else time.perf_counter)
     m = macs(preset(net_name))
     gemm_rate = gemm_macs / med["gemm"]
     rate = {k: BATCH * m[k] / med[k] for k in ("backprop", "eg")}
-    res = {"net": net_name, "threads": threads, "seconds": med, "macs_per_example": m,
+    res = {"net": net_name, "threads": threads, "clock": "process_time" if threads == 1 else "perf_counter",
+           "seconds": med, "macs_per_example": m,
            "eg_rate_over_backprop_rate": rate["eg"] / rate["backprop"],
            "eg_over_backprop_time": med["eg"] / med["backprop"],
            "fraction_of_gemm_rate": {"backprop": rate["backprop"] / gemm_rate, "eg": rate["eg"] / gemm_rate,

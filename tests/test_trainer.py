@@ -78,12 +78,12 @@ def test_eg_log_traces_rc_after_e_and_m_steps(tmp_path):
     res = train(TrainConfig(model="drmm", net=NARROW, epochs=2, batch_size=50, data="synthetic", monitor_size=40),
                 data, tmp_path, progress=False)
     ep = res.log["epochs"][-1]
-    for key in ("mean_rc_after_e", "mean_rc_after_m", "mean_ce", "mean_nn", "noise_variance", "monitor"):
+    for key in ("mean_rc_after_e", "mean_ce", "mean_nn", "noise_variance", "monitor"):
         assert ep[key] is not None, key
     assert "rc_after_m" in ep["monitor"] and isinstance(ep["monitor"]["e_step_raised_rc"], bool)
     assert len(ep["switch_prior"]) == 2 and abs(sum(ep["class_prior"]) - 1) < 1e-9
-    steps = res.log["steps"][-1]
-    assert all(v is not None for v in steps["rc_after_m"])
+    steps = res.log["steps"][-1]  # the per-step trace after the M-step is off in training (EGConfig)
+    assert all(v is None for v in steps["rc_after_m"]) and ep["mean_rc_after_m"] is None
 
 
 @pytest.mark.parametrize("model", ["dcn", "drmm"])
@@ -109,7 +109,7 @@ def test_trainer_runs_on_array_api_strict_with_block_steps(tmp_path):
     from drmm_ref._backend import get_namespace
 
     assert get_namespace(res.params.class_templates) is get_namespace(array_api_strict.asarray(0.0))
-    assert res.log["epochs"][-1]["mean_rc_after_m"] is not None
+    assert res.log["epochs"][-1]["monitor"]["rc_after_m"] is not None
     ck = load_checkpoint(latest_checkpoint(tmp_path), xp="array_api_strict")
     _arrays_equal(ck.params, res.params)
 

@@ -56,8 +56,9 @@ class EGConfig:
         Proximal weight ``lambda`` of the block problem.
     cg_eta : float in (0, 1], default 0.5
         Mini-batch damping ``theta <- theta_old + eta (theta* - theta_old)``.
-    trace_m_step : bool, default True
-        Record RC after the M-step (one extra rendering per step, timed apart).
+    trace_m_step : bool, default False
+        Record RC after the M-step (one extra rendering per step, timed apart). Off in training:
+        the trainer measures RC after the M-step on its monitoring subset once an epoch instead.
     """
 
     weights: LossWeights = LossWeights()
@@ -65,7 +66,7 @@ class EGConfig:
     k_cg: int = 10
     cg_damping: float = 0.0
     cg_eta: float = 0.5
-    trace_m_step: bool = True
+    trace_m_step: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "cg_blocks", tuple(self.cg_blocks))
