@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 
 import numpy as np
 import pytest
@@ -89,15 +89,12 @@ def test_eg_log_traces_rc_after_e_and_m_steps(tmp_path):
 @pytest.mark.parametrize("model", ["dcn", "drmm"])
 def test_smoke_run_on_1000_images_beats_chance(tmp_path, model):
     data = synthetic_digits(1000, 500, 500, seed=0)
-    start = time.perf_counter()
     res = train(TrainConfig(model=model, net=NARROW, epochs=1, batch_size=50, lr=3e-3, data="synthetic",
                             monitor_size=100), data, tmp_path, progress=False)
-    seconds = time.perf_counter() - start
     err = res.log["epochs"][-1]["test_error"]
     assert res.log["epochs"][0]["test_error"] > 0.6  # chance level before training
     # chance is 0.9; with 500 test images its standard deviation is ~0.013
     assert err < 0.5, err
-    assert seconds < 60
 
 
 def test_trainer_runs_on_array_api_strict_with_block_steps(tmp_path):
@@ -117,16 +114,25 @@ def test_trainer_runs_on_array_api_strict_with_block_steps(tmp_path):
     _arrays_equal(ck.params, res.params)
 
 
-def test_committed_checkpoints_still_load_regression_checksum_of_0d_arrays():
+def test_checkpoint_checksum_keeps_0d_arrays_0d_regression(tmp_path):
     """Regression: unifying the checksum helpers once hashed 0-d arrays as shape (1,), so every
-    checkpoint written before (the committed em-vs-backprop runs included) failed its checksum."""
-    from pathlib import Path
-
+    checkpoint written before (the em-vs-backprop runs' included) failed its checksum. The stored
+    checksum must stay the documented one: sha256 over each array's name, dtype, own shape and bytes."""
     from drmm_ref.learning.checkpoint import load_checkpoint
 
-    root = Path(__file__).resolve().parent.parent / "results" / "runs" / "em-vs-backprop-mnist"
-    paths = sorted(root.glob("*/checkpoints/*.npz"))
-    assert paths, "the committed em-vs-backprop checkpoints are missing"
-    for path in paths:
-        ckpt = load_checkpoint(path)
-        assert ckpt.epoch == int(path.stem.split("-")[1])  # epoch-NNN.npz
+    data = synthetic_digits(20, 10, 10, seed=2)
+    tiny = Network((1, 28, 28), (Layer(2, 5, 0, 2),), n_classes=10, name="tiny28-1")
+    train(TrainConfig(model="drmm", net=tiny, epochs=1, batch_size=10, data="synthetic", monitor_size=10), data,
+          tmp_path, progress=False)
+    path = latest_checkpoint(tmp_path)
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"]))
+        arrays = {name: np.array(z[name]) for name in z.files if name != "__meta__"}
+    assert any(a.ndim == 0 for a in arrays.values())  # noise_variance (and the optimiser's step) are 0-d
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    assert meta["checksum"] == h.hexdigest()
+    assert load_checkpoint(path).epoch == int(path.stem.split("-")[1])  # epoch-NNN.npz
