@@ -97,7 +97,7 @@ class TorchNet:
             return self.model(x)
 
 
-def candidates(net_name: str, torch):
+def candidates(net_name: str, torch, threads: int = 1):
     """Name -> zero-argument callable doing one step; the state lives in the closures."""
     net = preset(net_name)
     rng = np.random.default_rng(0)
@@ -112,6 +112,8 @@ def candidates(net_name: str, torch):
 
     # The data are checked once here; the steps skip the per-batch boundary checks as the trainer does.
     nocheck = {"check": False} if "check" in inspect.signature(eg_step).parameters else {}
+    if "threads" in inspect.signature(eg_step).parameters:  # data-parallel shards on host threads
+        nocheck["threads"] = threads
 
     def ours_backprop():
         p, opt, st = state["backprop"]
@@ -124,7 +126,13 @@ def candidates(net_name: str, torch):
         state["eg"][0], state["eg"][2] = p, st
 
     params_eval = init_params(net, 0, dtype="float32")
-    out = {"backprop": ours_backprop, "eg": ours_eg, "bottom_up": lambda: bottom_up(params_eval, x, **nocheck)}
+    if "threads" in nocheck:
+        from drmm_ref.learning.parallel import sharded_scores
+
+        evaluate = lambda: sharded_scores(params_eval, x, threads)  # noqa: E731
+    else:
+        evaluate = lambda: bottom_up(params_eval, x, **nocheck)  # noqa: E731
+    out = {"backprop": ours_backprop, "eg": ours_eg, "bottom_up": evaluate}
     if torch is not None:
         tn = TorchNet(net, torch)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -165,7 +173,7 @@ def measure(net_name: str, threads: int, rounds: int, steps: int, torch) -> dict
     if torch is not None:
         torch.set_num_threads(threads)
     with threadpool_limits(threads):
-        cands, gemm_macs = candidates(net_name, torch)
+        cands, gemm_macs = candidates(net_name, torch, threads)
         med = time_rounds(cands, rounds, steps, clock=time.process_time if threads == 1 else time.perf_counter)
     m = macs(preset(net_name))
     gemm_rate = gemm_macs / med["gemm"]

@@ -169,8 +169,6 @@ def test_counts_must_be_integers(n):
     assert check_count(np.int64(3), "n") == 3
 
 
-@pytest.mark.xfail(strict=True, reason="drmm.sample (render.py, the lead's file) still truncates n with int(n); "
-                   "it should call drmm._common.check_count(n, 'n')")
 @pytest.mark.parametrize("n", [2.7, "3"])
 def test_sample_refuses_non_integer_counts_regression(n):
     """Regression: sample(p, 2.7) gave 2 images and sample(p, "3") gave 3."""
@@ -228,14 +226,14 @@ def test_check_finite_output_names_what_overflowed():
     assert check_finite_output(np.zeros((0, 3)), "scores").shape == (0, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="drmm.bottom_up / log_joint (inference.py, the lead's file) do not yet "
-                   "check their outputs; they should end with drmm._common.check_finite_output(scores, "
-                   "'bottom_up scores') and check_finite_output(result, 'log_joint')")
 def test_drmm_results_that_overflow_float32_raise_regression():
     """Regression: finite float32 images at 3e38 gave NaN scores; at 1e30 log_joint gave inf."""
     p = init_params(TINY, 0, dtype="float32")
+    # Finite images whose first-layer pre-activations exceed float32: non-negative filters summing
+    # nine pixels of 3e38 (whether a given random image overflows depends on the summation order).
+    hot = p.replace(filters=(np.abs(p.filters[0]) + np.float32(0.5),) + tuple(p.filters[1:]))
     with np.errstate(all="ignore"), pytest.raises(ValueError, match="overflow"):
-        drmm.bottom_up(p, _images(4, "float32", scale=3e38 / 4))
+        drmm.bottom_up(hot, np.full((2,) + TINY.image_shape, 3e38, dtype=np.float32))
     x = _images(4, "float32", scale=1e30)
     fw = drmm.bottom_up(p, x)
     with np.errstate(all="ignore"), pytest.raises(ValueError, match="overflow"):

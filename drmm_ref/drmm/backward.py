@@ -96,7 +96,7 @@ def _template_cotangent(params: DRMMParams, weights_nk: Any, top_bl: Any) -> Any
 
 def _down_cotangent(params: DRMMParams, forward: BottomUp, g: Any, parameters: bool, input_gradient: bool,
                     classes: Any = None) -> tuple[Any, list, list, tuple | None]:
-    """The reverse of the bottom-up pass from ``g = hbar^(L)`` (batch-last), optionally rendering ``classes`` with it.
+    r"""The reverse of the bottom-up pass from ``g = hbar^(L)`` (batch-last), optionally rendering ``classes`` with it.
 
     Per layer, from L down to 1 (``relu_vjp`` folded into the switches, since ``[u > 0]`` at the
     window's first maximum is ``a``; a layer without pooling has ``a = [u > 0]``):
@@ -199,7 +199,7 @@ def backward_and_render(params: DRMMParams, forward: BottomUp, grad_scores: Any,
     Rendering
         Every partial rendering, with the unpooled maps kept for :func:`render_vjp`.
     """
-    from .render import Rendering, _down_layer_bl, _top_bl
+    from .render import Rendering
 
     xp, net = params.xp, params.net
     g = _top_cotangent_bl(params, grad_scores)
@@ -213,7 +213,7 @@ def backward_and_render(params: DRMMParams, forward: BottomUp, grad_scores: Any,
 
 def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
                grad_renderings: dict[int, Any] | None = None) -> Gradients:
-    """Cotangents of the filters and class templates of a rendering at fixed latents and classes.
+    r"""Cotangents of the filters and class templates of a rendering at fixed latents and classes.
 
     For a scalar objective ``f(z^(0), ..., z^(L-1))`` of the partial renderings of
     ``rendering = render(params, classes, latents)``, given ``zbar^(0) = grad_image`` and any

@@ -31,7 +31,7 @@ import numpy as np
 from .. import _backend
 from ..primitives import batchlast as BL
 from ..primitives.conv import to_batch_last, to_nchw
-from ._common import as_classes, channel_bias, check_images
+from ._common import as_classes, check_finite_output, check_images
 from .latents import Latents, check_latents
 from .params import DRMMParams, template_maps
 from .render import Rendering, render
@@ -129,8 +129,9 @@ def bottom_up(params: DRMMParams, images: Any, *, check: bool = True) -> BottomU
     images : array of shape (N, C_0, H_0, W_0)
         Same namespace, device and dtype as the parameters; finite.
     check : bool, default True
-        Check the images (shape, dtype, namespace, finiteness). A training loop that has checked
-        its data set once passes False, which also avoids a host synchronisation per batch.
+        Check the images (shape, dtype, namespace, finiteness) and that no pre-activation or score
+        overflowed the dtype (one reduction and host synchronisation per layer). A training loop
+        that has checked its data set once passes False (its divergence check sees the objective).
 
     Returns
     -------
@@ -153,11 +154,15 @@ def bottom_up(params: DRMMParams, images: Any, *, check: bool = True) -> BottomU
     features, pre, positions, switches = [images], [], [], []
     for l in range(1, net.L + 1):
         u, h, t, a = _up_layer_bl(params, l, h)
+        if check:  # finite images whose pre-activations overflow the dtype: an error, not a silent -inf -> 0
+            check_finite_output(u, f"bottom_up pre-activations of layer {l}")
         pre.append(to_nchw(u, xp))
         features.append(to_nchw(h, xp))
         positions.append(to_nchw(t, xp))
         switches.append(to_nchw(a, xp))
     scores = _scores_bl(params, h)
+    if check:
+        check_finite_output(scores, "bottom_up scores")
     return BottomUp(tuple(features), tuple(pre), Latents(tuple(positions), tuple(switches)), scores)
 
 
@@ -233,4 +238,5 @@ def log_joint(params: DRMMParams, images: Any, classes: Any, latents: Latents) -
     d = params.net.n_pixels
     resid = xp.sum((images - mu) ** 2, axis=(1, 2, 3))
     log_pc = xp.take(xp.log(params.class_prior), cls, axis=0)
-    return -resid / (2 * s2) - 0.5 * d * math.log(2 * math.pi * s2) + log_pc + log_prior_latents(params, latents)
+    result = -resid / (2 * s2) - 0.5 * d * math.log(2 * math.pi * s2) + log_pc + log_prior_latents(params, latents)
+    return check_finite_output(result, "log_joint")

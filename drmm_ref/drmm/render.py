@@ -34,7 +34,7 @@ from .. import primitives as P
 from ..primitives import batchlast as BL
 from ..primitives.conv import to_batch_last, to_nchw
 from ..numerics import dtype_name
-from ._common import as_classes, host_rng
+from ._common import as_classes, check_count, host_rng
 from .latents import Latents, check_latents
 from .params import DRMMParams, template_maps
 
@@ -218,9 +218,7 @@ def sample(params: DRMMParams, n: int, seed: Any = 0, *, classes: Any = None, no
     -------
     Sample
     """
-    if int(n) < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    n = int(n)
+    n = check_count(n, "n")
     rng, net, xp = host_rng(seed), params.net, params.xp
     if classes is None:
         prior = _backend.to_numpy(params.class_prior).astype(np.float64)

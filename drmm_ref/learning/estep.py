@@ -22,9 +22,10 @@ from typing import Any
 from .. import _backend
 from .. import primitives as P
 from ..drmm import BottomUp, DRMMParams, Rendering, bottom_up, render
+from ._checks import check_labels
 from .objectives import UNLABELLED
 
-__all__ = ["EStep", "e_step", "check_labels", "rendered_classes"]
+__all__ = ["EStep", "e_step", "rendered_classes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,19 +53,6 @@ class EStep:
     @property
     def latents(self):
         return self.forward.latents
-
-
-def check_labels(labels: Any, n: int, n_classes: int, xp: Any) -> Any:
-    """``labels`` as int64 of shape (N,) in ``{-1} U [0, K)``, or a clear error (a public-boundary check)."""
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    if not xp.isdtype(labels.dtype, "integral"):
-        raise TypeError(f"labels must be an integer array of class indices, got dtype {labels.dtype}")
-    classes = xp.astype(labels, xp.int64)
-    if n and (bool(xp.any(classes < UNLABELLED)) or bool(xp.any(classes >= n_classes))):
-        raise ValueError(f"labels out of range: the network has K = {n_classes} classes (0..{n_classes - 1}; "
-                         f"{UNLABELLED} = unlabelled)")
-    return classes
 
 
 def rendered_classes(forward: BottomUp, labels: Any) -> Any:
@@ -98,7 +86,8 @@ def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool
     fw = bottom_up(params, images)
     xp = _backend.get_namespace(fw.scores)
     if labels is not None:
-        labels = check_labels(labels, int(fw.scores.shape[0]), params.net.n_classes, xp)
+        check_labels(labels, int(fw.scores.shape[0]), params.net.n_classes, xp=xp)
+        labels = xp.astype(labels, xp.int64)
     classes = rendered_classes(fw, labels)
     q = P.softmax(fw.scores, axis=1, xp=xp)
     rendering = render(params, classes, fw.latents, check=False) if render_ else None

@@ -26,12 +26,13 @@ import time
 from typing import Any
 
 from ..drmm import DRMMParams, bottom_up, render
-from ..drmm._common import check_images
 from ._tree import trainable, with_trainable
 from .block_step import BlockStepInfo, block_names, block_step
 from .closed_forms import PriorStats, prior_stats
-from .estep import EStep, check_labels, rendered_classes
+from ._checks import check_batch
+from .estep import EStep, rendered_classes
 from .objectives import LossWeights, Terms, fused_objective_and_gradients, reconstruction
+from .parallel import sharded_objective_and_gradients
 
 __all__ = ["EGConfig", "StepTrace", "eg_step", "backprop_step", "BACKPROP_WEIGHTS"]
 
@@ -119,17 +120,23 @@ def _rc_at(params: DRMMParams, images: Any, classes: Any, latents: Any) -> float
     return float(value)
 
 
+def _sharded(threads: int, images: Any, config: EGConfig) -> bool:
+    """Whether a step runs in shards: more than one thread, two rows per shard, no block steps or trace.
+
+    Block steps and the RC-after-M trace need the whole batch's rendering: those steps run unsharded.
+    """
+    return threads > 1 and int(images.shape[0]) >= 2 * threads and not config.cg_blocks and not config.trace_m_step
+
+
 def _checked_batch(params: DRMMParams, images: Any, labels: Any) -> Any:
-    """Public-boundary checks of a batch (shape, dtype, namespace, finiteness; labels' range): one host sync."""
-    xp = check_images(params, images)
-    if labels is None:
-        return None
-    return check_labels(labels, int(images.shape[0]), params.net.n_classes, xp)
+    """Public-boundary checks of a batch (shape, dtype, namespace, finiteness; labels' range): int64 labels or None."""
+    xp = check_batch(params, images, labels)
+    return None if labels is None else xp.astype(labels, xp.int64)
 
 
 def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, labels: Any,
-            config: EGConfig = EGConfig(), *, check: bool = True) -> tuple[DRMMParams, Any, StepTrace]:
-    """One EG step on a mini-batch (SPEC §3; the module docstring lists its parts).
+            config: EGConfig = EGConfig(), *, check: bool = True, threads: int = 1) -> tuple[DRMMParams, Any, StepTrace]:
+    r"""One EG step on a mini-batch (SPEC §3; the module docstring lists its parts).
 
     .. math::
 
@@ -161,6 +168,9 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     check : bool, default True
         Check the batch at the boundary. The trainer checks its data set once and passes False,
         so that a step makes no host synchronisation besides reading the objective's value.
+    threads : int, default 1
+        Host threads: with more than one, the batch is cut into that many shards computed in
+        parallel (:mod:`~drmm_ref.learning.parallel`; equal to the one-shard step to rounding).
 
     Returns
     -------
@@ -173,6 +183,12 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
             raise ValueError(f"cg_blocks entry {b!r} is not a block; choose from {names}")
     if check:
         labels = _checked_batch(params, images, labels)
+    if _sharded(threads, images, config):
+        terms, grads, stats, _ = sharded_objective_and_gradients(params, images, labels, config.weights, threads)
+        tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
+        params = with_trainable(params, tree)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        return params, opt_state, StepTrace(terms, terms.rc, None, seconds, cpu_seconds=cpu, stats=stats)
     fw = bottom_up(params, images, check=False)
     classes = rendered_classes(fw, labels)
     terms, grads, rendering = fused_objective_and_gradients(params, fw, classes, labels, config.weights)
@@ -203,16 +219,20 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
 
 
 def backprop_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any,
-                  labels: Any, *, check: bool = True) -> tuple[DRMMParams, Any, StepTrace]:
+                  labels: Any, *, check: bool = True, threads: int = 1) -> tuple[DRMMParams, Any, StepTrace]:
     """One backprop step of the baseline DCN: bottom-up pass, CE, its gradient, one optimiser step.
 
-    ``check=False`` skips the boundary checks of the batch (see :func:`eg_step`).
+    ``check=False`` skips the boundary checks of the batch and ``threads`` shards it (see :func:`eg_step`).
     """
     start, cpu0 = time.perf_counter(), time.process_time()
     if check:
         labels = _checked_batch(params, images, labels)
-    fw = bottom_up(params, images, check=False)
-    terms, grads, _ = fused_objective_and_gradients(params, fw, None, labels, BACKPROP_WEIGHTS)
+    if _sharded(threads, images, EGConfig()):
+        terms, grads, _, _ = sharded_objective_and_gradients(params, images, labels, BACKPROP_WEIGHTS, threads,
+                                                             stats=False)
+    else:
+        fw = bottom_up(params, images, check=False)
+        terms, grads, _ = fused_objective_and_gradients(params, fw, None, labels, BACKPROP_WEIGHTS)
     tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
     params = with_trainable(params, tree)
     return params, opt_state, StepTrace(terms, None, None, time.perf_counter() - start,
