@@ -149,7 +149,8 @@ def _train(args) -> int:
     labels = {None: "all labels", 0: "no labels (unsupervised)"}.get(args.labels, f"{args.labels} labels")
     print(f"training {args.model} on {config.network.name} for {args.epochs} epoch(s) with {labels}; "
           f"data: {data.source}; writing to {args.out}", flush=True)
-    result = train(config, data, args.out, resume=not args.restart, progress=not args.no_progress)
+    result = train(config, data, args.out, resume=not args.restart, progress=not args.no_progress,
+                   threads=args.threads)
     last = result.log["epochs"][-1]
     print(f"done: epoch {last['epoch']}, validation error {100 * last['validation_error']:.2f}%, "
           f"test error {100 * last['test_error']:.2f}%, training time {last['cumulative_train_seconds']:.1f} s; "
@@ -163,8 +164,11 @@ def _evaluate(args) -> int:
     import numpy as np
 
     from drmm_ref import to_numpy
+    from drmm_ref import _backend
     from drmm_ref.learning import TrainConfig, evaluate, load_checkpoint, load_data
+    from drmm_ref.learning.parallel import default_threads
 
+    _backend.keep_freed_host_memory()
     ckpt = load_checkpoint(args.checkpoint)
     config = TrainConfig.from_dict(ckpt.config)
     data = load_data(config, path=args.mnist_path, offline=args.offline or None, progress=False)
@@ -176,7 +180,7 @@ def _evaluate(args) -> int:
         x, y = to_numpy(split.images), to_numpy(split.labels).astype(np.int64)
         if config.n_eval is not None and not args.all:
             x, y = x[:config.n_eval], y[:config.n_eval]
-        report[name] = evaluate(ckpt.params, x, y)
+        report[name] = evaluate(ckpt.params, x, y, threads=args.threads or default_threads())
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -281,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--restart", action="store_true",
                     help="remove this run's checkpoints in --out and start over (a folder of another run is refused)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+                    help="host threads: each batch is cut into N shards computed in parallel "
+                         "(default: every core; results differ from another N in the last bits)")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="validation and test error of a training checkpoint",
@@ -290,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("validation", "test", "both"), default="both", help="which split (default both)")
     ev.add_argument("--all", action="store_true", help="evaluate the whole split even if training used --n-eval")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+                    help="host threads for the evaluation (default: every core)")
     ev.add_argument("--mnist-path", default=None, help="local MNIST files (see drmm_ref.data.load_mnist)")
     ev.add_argument("--offline", action="store_true", help="never use the network to get MNIST")
     ev.set_defaults(func=_evaluate)

@@ -80,6 +80,7 @@ import numpy as np
 from .. import _backend
 from .._files import atomic_write_json, remove_temporaries
 from ..drmm import DRMMParams, Network, bottom_up, init_params, preset, render
+from ..drmm._common import check_finite_output
 from ..drmm.params import NonFiniteParameters
 from ..numerics import dtype_name
 from . import _checks
@@ -89,6 +90,7 @@ from .closed_forms import PriorStats, apply_closed_forms
 from .objectives import LossWeights, cross_entropy, reconstruction
 from .objectives import UNLABELLED
 from .optim import make_optimizer
+from .parallel import default_threads, sharded_scores
 from .semi import align_classes, cluster_accuracy, confusion_matrix, label_split, paired_batches
 from .steps import EGConfig, backprop_step, eg_step
 from ._tree import trainable
@@ -348,8 +350,11 @@ def _host_split(split: Any, n: int | None, name: str, what: str) -> tuple[np.nda
 
 
 def evaluate(params: DRMMParams, images: np.ndarray, labels: np.ndarray, *, batch: int = 1000,
-             clusters: bool = False) -> dict[str, Any]:
+             clusters: bool = False, threads: int = 1) -> dict[str, Any]:
     """Classification error (fraction) and mean cross-entropy of the DCN decision ``argmax_c s_c``.
+
+    ``threads > 1`` computes each batch's scores in that many shards on host threads (the same
+    numbers: each image's scores are computed alone either way).
 
     ``images`` and ``labels`` are host arrays; they are moved to the parameters' namespace a batch at a time.
     With ``clusters=True`` the result also holds ``cluster`` (:func:`~drmm_ref.learning.semi.cluster_accuracy`
@@ -373,12 +378,16 @@ def evaluate(params: DRMMParams, images: np.ndarray, labels: np.ndarray, *, batc
     for s in range(0, n, batch):
         x = _backend.asarray(images[s:s + batch].astype(dt), xp=xp, device=params.device)
         y = _backend.asarray(labels[s:s + batch], xp=xp, device=params.device)
-        fw = bottom_up(params, x)
-        wrong += int(xp.sum(xp.astype(fw.classes != y, xp.int64)))
-        ce, _ = cross_entropy(fw.scores, y)
+        if threads > 1:
+            scores = check_finite_output(sharded_scores(params, x, threads), "evaluate scores")
+        else:
+            scores = bottom_up(params, x).scores
+        predicted = xp.astype(xp.argmax(scores, axis=1), xp.int64)
+        wrong += int(xp.sum(xp.astype(predicted != y, xp.int64)))
+        ce, _ = cross_entropy(scores, y)
         ce_sum += float(ce) * int(y.shape[0])
         if clusters:
-            confusion += confusion_matrix(fw.classes, labels[s:s + batch], k)
+            confusion += confusion_matrix(predicted, labels[s:s + batch], k)
     out: dict[str, Any] = {"error": wrong / n, "ce": ce_sum / n, "n": n}
     if clusters:
         out["cluster"] = cluster_accuracy(confusion)
@@ -671,7 +680,8 @@ def _stats_from_json(d: dict | None) -> PriorStats | None:
 
 
 def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: bool = True, progress: bool = True,
-          keep_checkpoints: bool = True, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+          keep_checkpoints: bool = True, on_epoch: Callable[[dict], None] | None = None,
+          threads: int | None = None) -> TrainResult:
     """Train for ``config.epochs`` epochs, evaluating, logging and checkpointing after each.
 
     Parameters
@@ -693,6 +703,11 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         Keep every epoch's checkpoint (False keeps only the latest).
     on_epoch : callable, optional
         Called with each epoch record after it is logged.
+    threads : int, optional
+        Host threads for the steps and the evaluation (data-parallel shards of each batch,
+        :mod:`~drmm_ref.learning.parallel`); default: every core this process may use. A resumed run
+        is bit-identical to an uninterrupted one for the same number of threads; runs with different
+        numbers differ in the last bits. Only the NumPy backend shards (CuPy: one device, one stream).
 
     Returns
     -------
@@ -723,14 +738,19 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         if not resume:
             for old in list((out / "checkpoints").glob("epoch-*.npz")) + [_mid_path(out)]:
                 old.unlink(missing_ok=True)
-        return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch)
+        return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads)
 
 
-def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch) -> TrainResult:
+def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads) -> TrainResult:
     from tqdm.auto import tqdm
 
     net = config.network
     xp = _backend.resolve_namespace(config.backend)
+    threads = default_threads() if threads is None else _checks.count(threads, "threads")
+    if _backend.namespace_name(xp) != "numpy":
+        threads = 1
+    else:
+        _backend.keep_freed_host_memory()
     dt = config.dtype
     optimizer = config.optimizer_object()
     cfg_dict = config.to_dict()
@@ -789,8 +809,8 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
         rng = np.random.default_rng(config.seed)
         start_epoch = 0
         t0 = time.perf_counter()
-        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters)
-        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters)
+        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters, threads=threads)
+        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters, threads=threads)
         monitor = _monitor_rc(params, xmon, ymon, None, config.eval_batch) if mon else None
         log = {"format": LOG_FORMAT, "version": 1, "config": cfg_dict, "network": net.to_dict(),
                "data_source": getattr(data, "source", "unknown"), "n_train": n, "n_validation": len(yva),
@@ -833,9 +853,11 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
             x, y = _batch(xtr, ytr, idx_l, idx_u, config.model, dt, xp)
             try:
                 if config.model == "drmm":
-                    params, opt_state, tr = eg_step(params, optimizer, opt_state, x, y, eg_cfg, check=False)
+                    params, opt_state, tr = eg_step(params, optimizer, opt_state, x, y, eg_cfg, check=False,
+                                                    threads=threads)
                 else:
-                    params, opt_state, tr = backprop_step(params, optimizer, opt_state, x, y, check=False)
+                    params, opt_state, tr = backprop_step(params, optimizer, opt_state, x, y, check=False,
+                                                          threads=threads)
             except NonFiniteParameters as exc:
                 raise _diverged(epoch, i + 1, "parameters", f"the update left {exc.field} non-finite",
                                 last_good) from None
@@ -868,11 +890,12 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
             cpu += time.process_time() - c0
         cumulative += seconds
         cumulative_cpu += cpu
-        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters)
-        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters)
+        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters, threads=threads)
+        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters, threads=threads)
         monitor = _monitor_rc(params, xmon, ymon, prev, config.eval_batch) if mon else None
         rec = _epoch_record(epoch, table, trace_s, seconds, cumulative, wall_before + time.perf_counter() - wall0,
                             val, test, stats, monitor, cpu, cumulative_cpu)
+        rec["threads"] = threads
         log["epochs"].append(rec)
         log["steps"].append(table)
         log["finished"] = epoch == config.epochs
