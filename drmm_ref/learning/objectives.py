@@ -18,7 +18,7 @@ With the latents of the E-step held fixed,
     \\mathrm{BAL} = \\log K - H(\\bar q),\\qquad \\bar q = \\tfrac1N \\textstyle\\sum_n q_n
 
 where ``q_n = softmax(s_n)`` (SPEC §5: the two signs are opposite; the term states which it is).
-``BAL`` (weight ``a_BAL``, our addition for unsupervised training, issue 6) is the KL of the
+``BAL`` (weight ``a_BAL``, our addition for unsupervised training, docs/ssl.md) is the KL of the
 batch-mean prediction to uniform: minimising it spreads the batch over the classes, which
 per-example entropy minimisation alone does not (it collapses every example onto one class).
 
