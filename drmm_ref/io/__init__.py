@@ -10,8 +10,9 @@ Layer: imports the backend, the models and (inside the checkpoint functions) the
 types; nothing below it imports this package.
 """
 
-from .checkpoint import CHECKPOINT_FORMAT, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (CHECKPOINT_FORMAT, Checkpoint, CheckpointError, NoTrainingState, load_checkpoint,
+                         save_checkpoint)
 from .params import FORMAT, FORMAT_VERSION, DRMMFileError, load_params, save_params
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "CHECKPOINT_FORMAT", "DRMMFileError", "CheckpointError", "Checkpoint",
-           "save_params", "load_params", "save_checkpoint", "load_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "CHECKPOINT_FORMAT", "DRMMFileError", "CheckpointError", "NoTrainingState",
+           "Checkpoint", "save_params", "load_params", "save_checkpoint", "load_checkpoint"]

@@ -39,7 +39,8 @@ from ..drmm import DRMMParams, Network
 from .params import (FORMAT, LEGACY_CHECKPOINT_FORMAT, DRMMFileError, kind_of, params_from_arrays, param_arrays,
                      read_file, verify, write_file)
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CheckpointError", "CHECKPOINT_FORMAT"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CheckpointError", "NoTrainingState",
+           "CHECKPOINT_FORMAT"]
 
 #: The name checkpoints answer to in messages (and the former format's name, still read).
 CHECKPOINT_FORMAT = LEGACY_CHECKPOINT_FORMAT
@@ -47,6 +48,10 @@ CHECKPOINT_FORMAT = LEGACY_CHECKPOINT_FORMAT
 
 class CheckpointError(DRMMFileError):
     """A checkpoint cannot be read: missing, corrupted, foreign, not a checkpoint, or of an unsupported version."""
+
+
+class NoTrainingState(CheckpointError):
+    """A sound parameter file, but not a checkpoint: it holds no training state (read it with ``load_params``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +174,8 @@ def load_checkpoint(path: str | os.PathLike, *, xp: Any = "numpy", device: Any =
     ------
     CheckpointError
         Missing, truncated, corrupted (checksums), edited, inconsistent, foreign or newer-version
-        file, or a parameter file without training state (read that with :func:`~drmm_ref.io.load_params`).
+        file; :class:`NoTrainingState` (a subclass) for a sound parameter file without training state
+        (read that with :func:`~drmm_ref.io.load_params`).
     """
     from ..learning._tree import trainable_names
     from ..learning.optim import Adam, AdamState, SGD, SGDState
@@ -181,7 +187,7 @@ def load_checkpoint(path: str | os.PathLike, *, xp: Any = "numpy", device: Any =
         raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT!r} file (its format is {fmt!r}, not {FORMAT!r})")
     prefix = verify(path, meta, arrays, CheckpointError)
     if kind_of(meta) != "checkpoint":
-        raise CheckpointError(f"{path}: a parameter file without training state (no optimiser state, generator "
+        raise NoTrainingState(f"{path}: a parameter file without training state (no optimiser state, generator "
                               f"state or history), not a {CHECKPOINT_FORMAT!r}; read it with "
                               "drmm_ref.io.load_params, or start a run from it with --init-from")
     try:

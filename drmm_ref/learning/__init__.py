@@ -33,13 +33,14 @@ from .fit_loop import Batches, EpochProgress, FitResult, FitState, TrainingDiver
 from .trainer import TrainResult, evaluate, latest_checkpoint, load_data, train
 
 __all__ = [
-    "Adam", "AdamState", "LabelSplit", "align_classes", "UNLABELLED", "balance_term", "cluster_accuracy", "confusion_matrix",
-    "label_split", "paired_batches", "BACKPROP_WEIGHTS", "BlockOperator", "BlockStepInfo", "Checkpoint", "CheckpointError",
-    "EGConfig", "EStep", "fused_objective_and_gradients", "H_SIGNS", "LossWeights", "MODELS", "PriorStats", "SGD", "SGDState", "StepTrace",
-    "SYNTHETIC_DESCRIPTION", "Terms", "TrainConfig", "TrainResult", "apply_closed_forms", "backprop_step",
-    "block_names", "block_operator", "block_step", "cross_entropy", "e_step", "eg_step", "entropy_term",
-    "evaluate", "latest_checkpoint", "load_checkpoint", "load_data", "make_optimizer", "mnist_or_synthetic", "nonnegativity",
-    "objective_and_gradients", "prior_stats", "reconstruction", "save_checkpoint", "synthetic_digits",
-    "trainable", "trainable_names", "train", "with_trainable",
-    "fit", "FitResult", "FitState", "EpochProgress", "Batches", "TrainingDiverged", "LRSchedule", "lr_schedule",
+    "Adam", "AdamState", "align_classes", "apply_closed_forms", "backprop_step", "BACKPROP_WEIGHTS",
+    "balance_term", "Batches", "block_names", "block_operator", "block_step", "BlockOperator", "BlockStepInfo",
+    "Checkpoint", "CheckpointError", "cluster_accuracy", "confusion_matrix", "cross_entropy", "e_step", "eg_step",
+    "EGConfig", "entropy_term", "EpochProgress", "EStep", "evaluate", "fit", "FitResult", "FitState",
+    "fused_objective_and_gradients", "H_SIGNS", "label_split", "LabelSplit", "latest_checkpoint",
+    "load_checkpoint", "load_data", "LossWeights", "lr_schedule", "LRSchedule", "make_optimizer",
+    "mnist_or_synthetic", "MODELS", "nonnegativity", "objective_and_gradients", "paired_batches", "prior_stats",
+    "PriorStats", "reconstruction", "save_checkpoint", "SGD", "SGDState", "StepTrace", "SYNTHETIC_DESCRIPTION",
+    "synthetic_digits", "Terms", "train", "trainable", "trainable_names", "TrainConfig", "TrainingDiverged",
+    "TrainResult", "UNLABELLED", "with_trainable",
 ]

@@ -61,7 +61,7 @@ class TrainConfig:
     label_seed : int, optional
         Seed of the labelled subset (default: ``seed``).
     init_from : str, optional
-        Start from the parameters of this checkpoint instead of ``init_params(net, seed)`` (e.g.
+        Start from the parameters of this checkpoint (or parameter file) instead of ``init_params(net, seed)`` (e.g.
         unsupervised pre-training followed by semi-supervised training); the optimiser starts afresh.
         With labels, the checkpoint's classes are first renumbered to match the labelled images
         (:func:`~drmm_ref.learning.semi.align_classes`; the mapping is logged).

@@ -19,7 +19,8 @@ One epoch ``e`` (1-based, of ``config.epochs``):
 
 .. math::
 
-    \theta_{t+1} = \mathrm{opt}_{\eta_e}\big(\theta_t, \nabla_\theta L(\theta_t; B_t, \text{latents}(\theta_t, B_t))\big),
+    \theta_{t+1} = \mathrm{opt}_{\eta_e}\big(\theta_t,
+        \nabla_\theta L(\theta_t; B_t, \text{latents}(\theta_t, B_t))\big),
     \qquad (\pi_c, \pi_{on}, \sigma^2) \leftarrow \text{closed forms}\Big(\sum_{t \in e} \text{stats}_t\Big)
 
 **Divergence**: every step's objective terms are checked; the first non-finite term, or an update
@@ -300,7 +301,8 @@ def prior_summary(stats: PriorStats | None) -> dict[str, Any]:
     if stats is None:
         return {}
     return {"class_prior": [float(v) for v in stats.class_prior],
-            "switch_prior": [float(v) for v in stats.switch_prior], "noise_variance": stats.noise_variance if stats.pixels else None}
+            "switch_prior": [float(v) for v in stats.switch_prior],
+            "noise_variance": stats.noise_variance if stats.pixels else None}
 
 
 # -------------------------------------------------------------------------------- the loop

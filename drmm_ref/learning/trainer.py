@@ -82,6 +82,7 @@ from .._files import atomic_write_json, remove_temporaries
 from ..drmm import DRMMParams, Network, bottom_up, init_params, render
 from ..drmm._common import check_finite_output
 from ..io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from ..io.params import load_params
 from ..numerics import dtype_name
 from . import _checks
 from .config import MODELS, TrainConfig
@@ -664,10 +665,11 @@ def _check_log_finite(log: dict, epoch: int, last_good: Path | None) -> None:
 
 
 def _initial_params(config: TrainConfig, net: Network, xp: Any) -> DRMMParams:
-    """``init_params(net, seed)``, or the parameters of the checkpoint ``config.init_from`` (pre-training)."""
+    """``init_params(net, seed)``, or the parameters of ``config.init_from`` (pre-training): a checkpoint or a
+    parameter file (:func:`~drmm_ref.io.load_params` reads both)."""
     if config.init_from is None:
         return init_params(net, config.seed, dtype=config.dtype, xp=xp)
-    params = load_checkpoint(config.init_from, xp=xp).params
+    params = load_params(config.init_from, xp=xp)
     if params.net.to_dict() != net.to_dict():
         raise ValueError(f"init_from={config.init_from!r} holds a {params.net.name!r} network, not {net.name!r}")
     if dtype_name(params.dtype) != config.dtype:
