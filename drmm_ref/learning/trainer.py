@@ -1,4 +1,10 @@
-"""The mini-batch trainer: EG-trained DRMM or backprop-trained DCN, evaluation, logs, checkpoints.
+"""The trainer: a run of :func:`~drmm_ref.learning.fit` with its data, evaluation, logs and checkpoints.
+
+The loop itself (steps, closed forms, divergence checks, the learning-rate schedule) is
+:func:`~drmm_ref.learning.fit_loop.fit`, which works on arrays in memory; :func:`train` is the
+layer that cuts and checks the data, evaluates after every epoch, monitors the EG loop, writes the
+log and the checkpoints through ``fit``'s callback, resumes, locks the folder and shows progress.
+``train`` and ``fit`` give the same parameters, bit for bit, for the same configuration and threads.
 
 One run = one :class:`TrainConfig` and one output folder:
 
@@ -7,9 +13,9 @@ One run = one :class:`TrainConfig` and one output folder:
   cumulative *training* seconds (steps only: evaluation, checkpointing and trace-only renderings are
   excluded) and the process CPU seconds of the same steps, mean objective terms, RC after E- and
   M-steps, closed-form priors and sigma^2, and the per-step traces;
-* ``<out>/checkpoints/epoch-<k>.npz`` -- parameters, optimiser state, RNG state and history after
-  epoch k (:mod:`.checkpoint`).
-
+* ``<out>/checkpoints/epoch-<k>.npz`` -- parameters, optimiser state, RNG state, history and the
+  learning-rate schedule's position after epoch k (:mod:`drmm_ref.io.checkpoint`: a parameter file
+  plus the training state, so every model reader takes it);
 * ``<out>/checkpoints/mid-epoch.npz`` -- the latest mid-epoch checkpoint (every
   ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds`` seconds; only the latest is kept,
   and it is removed when its epoch ends): parameters, optimiser state, the generator's state at the
