@@ -95,7 +95,7 @@ def _template_cotangent(params: DRMMParams, weights_nk: Any, top_bl: Any) -> Any
 
 
 def _down_cotangent(params: DRMMParams, forward: BottomUp, g: Any, parameters: bool, input_gradient: bool,
-                    classes: Any = None) -> tuple[Any, list, list, tuple | None]:
+                    classes: Any = None, relu_topdown: bool = False) -> tuple[Any, list, list, tuple | None]:
     r"""The reverse of the bottom-up pass from ``g = hbar^(L)`` (batch-last), optionally rendering ``classes`` with it.
 
     Per layer, from L down to 1 (``relu_vjp`` folded into the switches, since ``[u > 0]`` at the
@@ -134,9 +134,12 @@ def _down_cotangent(params: DRMMParams, forward: BottomUp, g: Any, parameters: b
                 zs.append(BL.conv2d_transpose_bl(vs[0], params.filters[0], layer.padding, xp))
                 g = None
             else:
+                g, z = out[:, 0, ...], out[:, 1, ...]
+                if relu_topdown:  # the rendering's partial renderings of levels >= 1 pass a ReLU (SPEC §5)
+                    z = xp.maximum(z, xp.zeros((), dtype=z.dtype, device=params.device))
+                    out = xp.stack([g, z], axis=1)
                 x = out
-                zs.append(out[:, 1, ...])
-                g = out[:, 0, ...]
+                zs.append(z)
         else:
             g = out
     return g, wbar, bbar, ((tuple(reversed(zs)), tuple(vs)) if render_too else None)
@@ -181,7 +184,8 @@ def backward(params: DRMMParams, forward: BottomUp, grad_scores: Any, *, paramet
                      class_biases=xp.sum(grad_scores, axis=0))
 
 
-def backward_and_render(params: DRMMParams, forward: BottomUp, grad_scores: Any, classes: Any) -> tuple[Gradients, Rendering]:
+def backward_and_render(params: DRMMParams, forward: BottomUp, grad_scores: Any, classes: Any, *,
+                        relu_topdown: bool = False) -> tuple[Gradients, Rendering]:
     """One fused downward pass: the parameter cotangents of the scores and the rendering of ``classes``.
 
     Equal to ``(backward(params, forward, grad_scores, input_gradient=False),
@@ -189,7 +193,8 @@ def backward_and_render(params: DRMMParams, forward: BottomUp, grad_scores: Any,
     of a template through the bottom-up latents apply the same linear map per layer (unpool at
     ``t`` with the switches, then ``conv2d_transpose``), so both go down together as two signals
     with twice the columns per product (SPEC §2, "two facts about cost"). This is the EG step's
-    pass; the image cotangent is not computed. No argument checks (``classes`` must be an int64
+    pass; the image cotangent is not computed. ``relu_topdown`` renders as ``render(...,
+    relu_topdown=True)`` (the cotangent half is not clipped). No argument checks (``classes`` must be an int64
     array of shape (N,) in ``[0, K)``; ``grad_scores`` of shape (N, K) in the parameters' dtype).
 
     Returns
@@ -204,11 +209,11 @@ def backward_and_render(params: DRMMParams, forward: BottomUp, grad_scores: Any,
     xp, net = params.xp, params.net
     g = _top_cotangent_bl(params, grad_scores)
     top = to_batch_last(forward.features[net.L], xp)
-    _, wbar, bbar, (zs, vs) = _down_cotangent(params, forward, g, True, False, classes)
+    _, wbar, bbar, (zs, vs) = _down_cotangent(params, forward, g, True, False, classes, relu_topdown)
     grads = Gradients(filters=tuple(wbar), biases=tuple(bbar),
                       class_templates=_template_cotangent(params, grad_scores, top),
                       class_biases=xp.sum(grad_scores, axis=0))
-    return grads, Rendering(tuple(to_nchw(z, xp) for z in zs), classes, forward.latents, vs)
+    return grads, Rendering(tuple(to_nchw(z, xp) for z in zs), classes, forward.latents, vs, relu_topdown)
 
 
 def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
@@ -225,7 +230,9 @@ def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
         \bar W^{(l)} = \mathrm{conv2d\_transpose\_vjp\_weight}(\bar z^{(l-1)}, v^{(l)}),\quad
         \bar z^{(l)} \mathrel{+}= a \odot \mathrm{select}_t(\mathrm{conv2d}(\bar z^{(l-1)}, W^{(l)}))
 
-    and ``mubar_c = sum_{n: c_n = c} zbar^(L)_n``. The unfolded ``zbar^(l-1)`` serves both the
+    and ``mubar_c = sum_{n: c_n = c} zbar^(L)_n``. For a ``relu_topdown`` rendering the cotangent of
+    ``z^(l-1)``, l >= 2, is first multiplied by the ReLU's mask ``[z^(l-1) > 0]`` (``relu'(0) = 0``). The
+    unfolded ``zbar^(l-1)`` serves both the
     convolution and the weight gradient; the unpooled maps ``v^(l)`` are the rendering's own
     (:attr:`Rendering.unpooled`) when it kept them.
 
@@ -267,6 +274,9 @@ def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
         else:
             v, _ = _down_layer_bl(to_batch_last(rendering.renderings[l], xp), t, a, None, layer.padding, layer.pool,
                                   xp, transpose=False)
+        if rendering.relu_topdown and l > 1:  # through the ReLU that made z^(l-1) from Lambda^(l) z^(l)
+            z_prev = to_batch_last(rendering.renderings[l - 1], xp)
+            g = BL.mask(g, z_prev > 0, xp)
         cols = BL.unfold(g, layer.kernel, layer.padding, xp)
         wbar[l - 1] = BL.conv2d_weight_grad_bl(v, g, layer.kernel, layer.padding, xp, cols=cols)
         w = params.filters[l - 1]

@@ -62,6 +62,8 @@ class Rendering:
     classes: Any
     latents: Latents
     unpooled: tuple[Any, ...] | None = dataclasses.field(default=None, repr=False)
+    #: True when made with ``render(..., relu_topdown=True)``: ``z^(l) = relu(Lambda^(l+1) z^(l+1))`` for l = 1..L-1.
+    relu_topdown: bool = False
 
     @property
     def image(self) -> Any:
@@ -136,10 +138,15 @@ def _top_bl(params: DRMMParams, classes: Any, xp: Any) -> Any:
     return xp.reshape(xp.take(flat, classes, axis=1), tuple(mu.shape[1:]) + (classes.shape[0],))
 
 
-def render(params: DRMMParams, classes: Any, latents: Latents, *, check: bool = True) -> Rendering:
+def render(params: DRMMParams, classes: Any, latents: Latents, *, check: bool = True,
+           relu_topdown: bool = False) -> Rendering:
     """Render class templates through the latents: ``z^(L) = mu_c``, ``z^(l-1) = Lambda^(l) z^(l)`` (SPEC §2).
 
-    Linear in the class template and in each layer's filters (for fixed latents).
+    Linear in the class template and in each layer's filters (for fixed latents). With
+    ``relu_topdown`` the partial renderings of levels L-1..1 pass through a ReLU before the next
+    layer renders them, ``z^(l-1) = relu(Lambda^(l) z^(l))`` for l = L..2, and the image level is
+    not clipped (SPEC §5, "Non-negativity, two forms": the NIPS paper's "ReLU operation in the
+    top-down reconstruction"; D1's condition is on levels 1..L).
 
     Parameters
     ----------
@@ -150,6 +157,8 @@ def render(params: DRMMParams, classes: Any, latents: Latents, *, check: bool = 
         Per-unit positions and switches with batch N (e.g. from :func:`sample` or ``bottom_up``).
     check : bool, default True
         Check the latents and classes (False: the caller guarantees them, e.g. from ``bottom_up``).
+    relu_topdown : bool, default False
+        Clip the partial renderings of levels 1..L-1 at 0 (see above).
 
     Returns
     -------
@@ -177,8 +186,10 @@ def render(params: DRMMParams, classes: Any, latents: Latents, *, check: bool = 
         vs[l - 1], z = _down_layer_bl(z, to_batch_last(latents.positions[l - 1], xp),
                                       to_batch_last(latents.switches[l - 1], xp), params.filters[l - 1],
                                       layer.padding, layer.pool, xp)
+        if relu_topdown and l > 1:
+            z = xp.maximum(z, xp.zeros((), dtype=z.dtype, device=params.device))
         out.append(z)
-    return Rendering(tuple(to_nchw(z, xp) for z in reversed(out)), cls, latents, tuple(vs))
+    return Rendering(tuple(to_nchw(z, xp) for z in reversed(out)), cls, latents, tuple(vs), relu_topdown)
 
 
 def draw_latents(params: DRMMParams, n: int, seed: Any = 0) -> Latents:

@@ -68,10 +68,25 @@ class BlockOperator:
     adjoint: Any
 
 
+def _relu_mask(rendering: Rendering, level: int, xp: Any) -> Any:
+    """The fixed ReLU mask ``[z^(level) > 0]`` of a ``relu_topdown`` rendering's level 1..L-1 (None otherwise)."""
+    if not rendering.relu_topdown or not 1 <= level < len(rendering.renderings) - 1:
+        return None
+    z = rendering.renderings[level]
+    return xp.astype(z > 0, z.dtype)
+
+
 def _lower_apply(params: DRMMParams, rendering: Rendering, z: Any, level: int, xp: Any) -> Any:
-    """``Lambda^(1) ... Lambda^(level) z`` for ``z`` on level ``level``'s grid."""
+    """``Lambda^(1) ... Lambda^(level) z`` for ``z`` on level ``level``'s grid.
+
+    For a ``relu_topdown`` rendering the ReLU masks of its levels (1..level, each applied to the map
+    of that level, ``z`` included) are held fixed, like the latents (SPEC §5): the map stays linear.
+    """
     net, lat = params.net, rendering.latents
     for m in range(level, 0, -1):
+        mask = _relu_mask(rendering, m, xp)
+        if mask is not None:
+            z = z * mask
         ly = net.layers[m - 1]
         z = render_layer(z, lat.positions[m - 1], lat.switches[m - 1], params.filters[m - 1], ly.padding, ly.pool,
                          xp=xp)
@@ -88,6 +103,9 @@ def _lower_adjoint(params: DRMMParams, rendering: Rendering, g: Any, level: int,
         if ly.pool > 1:
             g = P.select2d(g, lat.positions[m - 1], ly.pool, xp=xp)
         g = xp.where(lat.switches[m - 1], g, zero)
+        mask = _relu_mask(rendering, m, xp)
+        if mask is not None:
+            g = g * mask
     return g
 
 

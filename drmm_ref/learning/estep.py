@@ -66,7 +66,8 @@ def rendered_classes(forward: BottomUp, labels: Any) -> Any:
     return xp.where(labels == UNLABELLED, forward.classes, labels)
 
 
-def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool = True) -> EStep:
+def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool = True,
+           relu_topdown: bool = False) -> EStep:
     """Hard E-step on a batch (SPEC §3).
 
     Parameters
@@ -78,6 +79,8 @@ def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool
         whose label is ``UNLABELLED`` (-1), the DCN's ``argmax_c s_c`` is rendered.
     render_ : bool, default True
         Also run the top-down pass (needed by RC and NN; the backprop baseline skips it).
+    relu_topdown : bool, default False
+        Render with a ReLU on the partial renderings of levels 1..L-1 (SPEC §5).
 
     Returns
     -------
@@ -90,5 +93,5 @@ def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool
         labels = xp.astype(labels, xp.int64)
     classes = rendered_classes(fw, labels)
     q = P.softmax(fw.scores, axis=1, xp=xp)
-    rendering = render(params, classes, fw.latents, check=False) if render_ else None
+    rendering = render(params, classes, fw.latents, check=False, relu_topdown=relu_topdown) if render_ else None
     return EStep(fw, classes, q, rendering)

@@ -18,7 +18,7 @@ With the latents of the E-step held fixed,
     \\mathrm{BAL} = \\log K - H(\\bar q),\\qquad \\bar q = \\tfrac1N \\textstyle\\sum_n q_n
 
 where ``q_n = softmax(s_n)`` (SPEC §5: the two signs are opposite; the term states which it is).
-``BAL`` (weight ``a_BAL``, our addition for unsupervised training, issue 6) is the KL of the
+``BAL`` (weight ``a_BAL``, our addition for unsupervised training, docs/ssl.md) is the KL of the
 batch-mean prediction to uniform: minimising it spreads the batch over the classes, which
 per-example entropy minimisation alone does not (it collapses every example onto one class).
 
@@ -309,7 +309,7 @@ def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights
 
 
 def fused_objective_and_gradients(params: DRMMParams, forward: Any, classes: Any, labels: Any,
-                                  weights: LossWeights) -> tuple[Terms, dict[str, Any], Any]:
+                                  weights: LossWeights, *, relu_topdown: bool = False) -> tuple[Terms, dict[str, Any], Any]:
     """The EG objective and its gradient tree with one fused downward pass (SPEC §2, §3).
 
     ``forward = bottom_up(params, I)``; ``classes`` (int64, shape (N,)) are the classes to render
@@ -317,7 +317,9 @@ def fused_objective_and_gradients(params: DRMMParams, forward: Any, classes: Any
     class templates go down together (:func:`drmm_ref.drmm.backward_and_render`), then the
     rendering terms' cotangents go up the rendering (:func:`drmm_ref.drmm.render_vjp`, reusing the
     unpooled maps of the way down). Equal to :func:`objective_and_gradients` on
-    ``e_step(params, I, labels)`` (tested); the image cotangent is never computed.
+    ``e_step(params, I, labels)`` (tested); the image cotangent is never computed. ``relu_topdown``
+    renders with a ReLU on the partial renderings of levels 1..L-1 (SPEC §5's second form of
+    non-negativity; RC and NN are then taken on that rendering, and the gradient carries its masks).
 
     Returns
     -------
@@ -329,9 +331,9 @@ def fused_objective_and_gradients(params: DRMMParams, forward: Any, classes: Any
     rendering = None
     if weights.generative:
         if grad_scores is None:  # no score term: the rendering alone goes down
-            rendering, tree = render(params, classes, forward.latents, check=False), {}
+            rendering, tree = render(params, classes, forward.latents, check=False, relu_topdown=relu_topdown), {}
         else:
-            grads, rendering = backward_and_render(params, forward, grad_scores, classes)
+            grads, rendering = backward_and_render(params, forward, grad_scores, classes, relu_topdown=relu_topdown)
             tree = gradients_tree(grads, L)
         more, grad_image, grad_z = _rendering_terms(forward.images, rendering.renderings, weights)
         values.update(more)

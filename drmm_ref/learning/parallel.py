@@ -87,7 +87,7 @@ def _map(fn, items, threads: int) -> list:
 
 
 def sharded_objective_and_gradients(params: DRMMParams, images: Any, labels: Any, weights: LossWeights,
-                                    threads: int, *, stats: bool = True
+                                    threads: int, *, stats: bool = True, relu_topdown: bool = False
                                     ) -> tuple[Terms, dict[str, Any], PriorStats | None, list[EStep]]:
     """The EG (or backprop) objective, gradient tree and closed-form statistics of a batch in ``threads`` shards.
 
@@ -116,9 +116,9 @@ def sharded_objective_and_gradients(params: DRMMParams, images: Any, labels: Any
             tree, rendering, vals = {}, None, {}
             if weights.generative:
                 if gs is None:
-                    rendering = render(params, classes, fw.latents, check=False)
+                    rendering = render(params, classes, fw.latents, check=False, relu_topdown=relu_topdown)
                 else:
-                    grads, rendering = backward_and_render(params, fw, gs, classes)
+                    grads, rendering = backward_and_render(params, fw, gs, classes, relu_topdown=relu_topdown)
                     tree = gradients_tree(grads, params.net.L)
                 vals, grad_image, grad_z = _rendering_terms(fw.images, rendering.renderings, weights)
                 share = (sl.stop - sl.start) / n  # batch means: each shard's part is N_s / N of its own mean

@@ -57,6 +57,10 @@ class EGConfig:
         Proximal weight ``lambda`` of the block problem.
     cg_eta : float in (0, 1], default 0.5
         Mini-batch damping ``theta <- theta_old + eta (theta* - theta_old)``.
+    relu_topdown : bool, default False
+        Non-negativity as the NIPS paper states it (SPEC §5): the rendering passes each partial
+        rendering of levels 1..L-1 through a ReLU; RC, NN and the gradient are taken on that
+        rendering. Block steps hold its ReLU masks fixed, like the latents.
     trace_m_step : bool, default False
         Record RC after the M-step (one extra rendering per step, timed apart). Off in training:
         the trainer measures RC after the M-step on its monitoring subset once an epoch instead.
@@ -67,6 +71,7 @@ class EGConfig:
     k_cg: int = 10
     cg_damping: float = 0.0
     cg_eta: float = 0.5
+    relu_topdown: bool = False
     trace_m_step: bool = False
 
     def __post_init__(self):
@@ -115,8 +120,8 @@ class StepTrace:
     stats: PriorStats | None = None
 
 
-def _rc_at(params: DRMMParams, images: Any, classes: Any, latents: Any) -> float:
-    value, _ = reconstruction(images, render(params, classes, latents, check=False).image)
+def _rc_at(params: DRMMParams, images: Any, classes: Any, latents: Any, relu_topdown: bool = False) -> float:
+    value, _ = reconstruction(images, render(params, classes, latents, check=False, relu_topdown=relu_topdown).image)
     return float(value)
 
 
@@ -184,22 +189,24 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     if check:
         labels = _checked_batch(params, images, labels)
     if _sharded(threads, images, config):
-        terms, grads, stats, _ = sharded_objective_and_gradients(params, images, labels, config.weights, threads)
+        terms, grads, stats, _ = sharded_objective_and_gradients(params, images, labels, config.weights, threads,
+                                                                 relu_topdown=config.relu_topdown)
         tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
         params = with_trainable(params, tree)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
         return params, opt_state, StepTrace(terms, terms.rc, None, seconds, cpu_seconds=cpu, stats=stats)
     fw = bottom_up(params, images, check=False)
     classes = rendered_classes(fw, labels)
-    terms, grads, rendering = fused_objective_and_gradients(params, fw, classes, labels, config.weights)
+    terms, grads, rendering = fused_objective_and_gradients(params, fw, classes, labels, config.weights,
+                                                            relu_topdown=config.relu_topdown)
     if rendering is None and config.cg_blocks:
-        rendering = render(params, classes, fw.latents, check=False)
+        rendering = render(params, classes, fw.latents, check=False, relu_topdown=config.relu_topdown)
     est = EStep(fw, classes, None, rendering)
     tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
     params = with_trainable(params, tree)
     infos = []
     for b in config.cg_blocks:
-        rendering = render(params, est.classes, est.latents, check=False)
+        rendering = render(params, est.classes, est.latents, check=False, relu_topdown=config.relu_topdown)
         theta, info = block_step(params, images, rendering, b, k_cg=config.k_cg, damping=config.cg_damping)
         old = trainable(params)[b]
         params = with_trainable(params, {b: old + config.cg_eta * (theta - old)})
@@ -209,7 +216,7 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     rc_m, trace_s = None, 0.0
     if config.trace_m_step:
         t0 = time.perf_counter()
-        rc_m = _rc_at(params, images, est.classes, est.latents)
+        rc_m = _rc_at(params, images, est.classes, est.latents, config.relu_topdown)
         trace_s = time.perf_counter() - t0
     rc_e = terms.rc
     if rc_e is None and est.rendering is not None:
