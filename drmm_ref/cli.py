@@ -114,7 +114,7 @@ _FLAGS = {"n_labels": "--labels", "n_train": "--n-train", "n_eval": "--n-eval", 
           "cg_blocks": "--cg-blocks", "lr": "--lr", "epochs": "--epochs", "seed": "--seed",
           "momentum": "--momentum", "checkpoint_every_steps": "--checkpoint-every-steps",
           "checkpoint_every_seconds": "--checkpoint-every-minutes", "backend": "--backend", "dtype": "--dtype",
-          "lr_schedule": "--lr-schedule"}
+          "lr_schedule": "--lr-schedule", "relu_topdown": "--relu-topdown"}
 
 
 class _FlagError(Exception):
@@ -142,7 +142,8 @@ def train_config(args):
                        backend=args.backend, n_labels=args.labels, label_seed=args.label_seed,
                        init_from=args.init_from, checkpoint_every_steps=args.checkpoint_every_steps,
                        checkpoint_every_seconds=None if args.checkpoint_every_minutes == 0
-                       else 60.0 * args.checkpoint_every_minutes, lr_schedule=args.lr_schedule)
+                       else 60.0 * args.checkpoint_every_minutes, lr_schedule=args.lr_schedule,
+                       relu_topdown=args.relu_topdown)
 
 
 def _train(args) -> int:
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=_int_at_least(1), default=128, help="mini-batch size (default 128)")
     tr.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="G-step optimiser (default adam)")
     tr.add_argument("--lr", type=_number(positive=True), default=1e-3, help="learning rate (default 1e-3)")
+    tr.add_argument("--relu-topdown", action="store_true",
+                    help="EG: a ReLU on each partial rendering in the top-down reconstruction (SPEC §5, the NIPS "
+                         "paper's non-negativity; combine with --a-nn 0 to use it instead of the penalty)")
     tr.add_argument("--lr-schedule", type=_schedule, default="constant", metavar="SCHEDULE",
                     help="learning rate per epoch: constant (default); linear-decay:S (--lr for epochs 1..S, then "
                     "a straight line to 0 at epoch --epochs + 1); step:K:F (times F every K epochs)")

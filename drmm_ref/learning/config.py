@@ -81,6 +81,9 @@ class TrainConfig:
         ``linear-decay:START_EPOCH`` (``lr`` for epochs 1..START_EPOCH, then a straight line to 0 at
         epoch ``epochs + 1``; ``epochs`` may then not change on resume) or ``step:EVERY:FACTOR``.
         Stored in its canonical form; left out of :meth:`to_dict` when ``constant``.
+    relu_topdown : bool, default False
+        EG renders with the NIPS paper's ReLU in the top-down reconstruction (SPEC §5, the second form
+        of non-negativity; :class:`~drmm_ref.learning.EGConfig`). Left out of :meth:`to_dict` when False.
 
     Every field is checked on construction (``ValueError`` / ``TypeError`` naming it): counts are
     integers in range (``n_train = -1`` or ``n_eval = 0`` are errors, not slice bounds), rates are
@@ -113,6 +116,7 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None
     checkpoint_every_seconds: float | None = 600.0
     lr_schedule: str = "constant"
+    relu_topdown: bool = False
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -156,6 +160,10 @@ class TrainConfig:
             if self.n_train is not None and self.n_labels >= self.n_train:
                 raise ValueError(f"n_labels={self.n_labels} leaves no unlabelled image among n_train={self.n_train} "
                                  "training images")
+        if not isinstance(self.relu_topdown, bool):
+            raise TypeError(f"relu_topdown must be True or False, got {self.relu_topdown!r}")
+        if self.relu_topdown and self.model != "drmm":
+            raise ValueError("relu_topdown renders the DRMM's top-down reconstruction; it needs model='drmm'")
         schedule = parse_lr_schedule(self.lr_schedule)
         schedule.check_epochs(self.epochs)
         set_("lr_schedule", schedule.spec)
@@ -188,7 +196,8 @@ class TrainConfig:
         return parse_lr_schedule(self.lr_schedule)
 
     def eg_config(self) -> EGConfig:
-        return EGConfig(self.weights, self.cg_blocks, self.k_cg, self.cg_damping, self.cg_eta)
+        return EGConfig(self.weights, self.cg_blocks, self.k_cg, self.cg_damping, self.cg_eta,
+                        relu_topdown=self.relu_topdown)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -197,6 +206,8 @@ class TrainConfig:
         d["cg_blocks"] = list(self.cg_blocks)
         if self.lr_schedule == "constant":  # the default: configurations and logs stay as before schedules
             del d["lr_schedule"]
+        if not self.relu_topdown:  # likewise
+            del d["relu_topdown"]
         return d
 
     @classmethod
