@@ -10,8 +10,9 @@ There is no reliable paper number for this model: the claim records the measured
 ``--full``: all 50,000 training images (MNIST's 60,000 less the validation split), at most 20 EM
 iterations, the 10,000 validation and 10,000 test images. EM is streamed (``rmm.fit(chunk_size=1000)``,
 ``docs/scaling.md``): each E-step reduces one chunk of 1,000 images at a time to its sufficient
-statistics, so the fit holds one chunk's posteriors (~0.3 MB per image in float32) instead of all
-of them (~15 GB for 50,000). The k-means++ initialisation draws from a class-balanced subset of
+statistics, so the fit holds one chunk's posteriors instead of all of them (the in-memory E-step
+peaks at ~0.19 MB per image in float32, ~9 GB for 50,000: ``benchmarks/bench_scale.py``; the full
+record's ``measured.streaming`` has EM's traced peak). The k-means++ initialisation draws from a class-balanced subset of
 10,000 of them (:func:`drmm_ref.data.labelled_subset` with the run's seed: its patches alone would
 take 6.5 GB for all 50,000). ``--quick``: 1,000 training images (all of them initialise), chunks
 of 250, 5 iterations, 1,000 validation / test images, from the MNIST cache when present, else the
