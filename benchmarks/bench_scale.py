@@ -217,7 +217,8 @@ def main(argv=None) -> dict:
     else:
         print(out["cluster"])
     print(f"one chunk's posteriors would be {out['posterior_bytes_per_image'] * out['chunk'] / 1e6:.0f} MB "
-          f"(statistics: {out['stats_bytes_pickled'] / 1e3:.0f} kB); M-step on the client {out['m_step_seconds']:.3f} s; "
+          f"(statistics: {out['stats_bytes_pickled'] / 1e3:.0f} kB); "
+          f"M-step on the client {out['m_step_seconds']:.3f} s; "
           f"E-step {1e3 * out['seconds_per_image_streamed']:.2f} ms per image")
     print(f"{'N':>6} {'streamed peak MB':>17} {'in-memory peak MB':>18}")
     for row in out["memory_curve"]:

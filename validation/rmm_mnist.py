@@ -12,11 +12,11 @@ iterations, the 10,000 validation and 10,000 test images. EM is streamed (``rmm.
 ``docs/scaling.md``): each E-step reduces one chunk of 1,000 images at a time to its sufficient
 statistics, so the fit holds one chunk's posteriors instead of all of them (the in-memory E-step
 peaks at ~0.19 MB per image in float32, ~9 GB for 50,000: ``benchmarks/bench_scale.py``; the full
-record's ``measured.streaming`` has EM's traced peak). The k-means++ initialisation draws from a class-balanced subset of
-10,000 of them (:func:`drmm_ref.data.labelled_subset` with the run's seed: its patches alone would
-take 6.5 GB for all 50,000). ``--quick``: 1,000 training images (all of them initialise), chunks
-of 250, 5 iterations, 1,000 validation / test images, from the MNIST cache when present, else the
-synthetic stand-in.
+record's ``measured.streaming`` has EM's traced peak). The k-means++ initialisation draws from a
+class-balanced subset of 10,000 of them (:func:`drmm_ref.data.labelled_subset` with the run's seed:
+its patches alone would take 6.5 GB for all 50,000). ``--quick``: 1,000 training images (all of them
+initialise), chunks of 250, 5 iterations, 1,000 validation / test images, from the MNIST cache when
+present, else the synthetic stand-in.
 
 ``--scheduler ADDRESS`` (this script only, ``python -m validation.rmm_mnist --full --scheduler
 tcp://host:8786``; there is no RMM command in ``drmm-ref``): run the E-steps on that Dask cluster

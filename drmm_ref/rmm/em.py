@@ -278,7 +278,7 @@ def _reseed_templates(params: RMMParams, stats: EMStats, empty: list, mu: np.nda
 
     ``mu`` is the host ``(K*M, C, k, k)`` update; the examples are ``stats.worst_images`` (lowest objective first).
     """
-    C, k, M = params.channels, params.kernel, params.num_subtemplates
+    k, M = params.kernel, params.num_subtemplates
     _, wg = params.grid_shape
     q = params.padding
     if stats.worst_images is None or len(stats.worst_images) < len(empty):
@@ -600,8 +600,6 @@ def fit(images: Any, num_classes: Optional[int] = None, *, labels: Optional[Any]
 
         if client is not None:
             data_pass = stream.DaskPass(client, images, labels, hard=hard, chunk_size=chunk_size,
-                                        num_classes=num_classes if init is None else init.num_classes,
-                                        num_subtemplates=num_subtemplates if init is None else init.num_subtemplates,
                                         reseed_empty=reseed_empty)
         else:
             data_pass = stream.ChunkedPass(images, labels, hard=hard, chunk_size=int(chunk_size),

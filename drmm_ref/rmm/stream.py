@@ -190,9 +190,8 @@ class DaskPass:
     hard : bool
     chunk_size : int, optional
         Default for in-memory data: ``ceil(N / (4 W))`` for ``W`` workers.
-    num_classes, num_subtemplates : int
-        ``K``, ``M`` (for the number of worst-explained examples kept when re-seeding).
     reseed_empty : bool
+        Keep the ``K M`` worst-explained examples in the statistics (set by :meth:`prepare`).
 
     Attributes
     ----------
@@ -202,8 +201,7 @@ class DaskPass:
     """
 
     def __init__(self, client: Any, images: Any, labels: Optional[Any], *, hard: bool,
-                 chunk_size: Optional[int] = None, num_classes: Optional[int] = None, num_subtemplates: int = 1,
-                 reseed_empty: bool = False):
+                 chunk_size: Optional[int] = None, reseed_empty: bool = False):
         self.client, self._owned = scale.get_client(client)
         self.images, self.hard, self.reseed_empty = images, bool(hard), bool(reseed_empty)
         self.labels = None if labels is None else np.asarray(
