@@ -22,10 +22,21 @@ from drmm_ref.rmm.em import EmptyComponentWarning, VarianceFloorWarning
 from drmm_ref.rmm.stream import chunk_statistics, streamed_statistics
 
 from ._helpers import host
-from .test_rmm_em import _data_and_start
+from .test_rmm_inference import make_model
 
 seeds = st.integers(0, 2 ** 32 - 1)
 REL = 1e-12
+
+
+def _data_and_start(seed, *, multi, padded, nonuniform=False, n=12):
+    """Data from one random model, and EM started from another (so the steps have work to do)."""
+    truth = make_model(seed, multi=multi, nonuniform=nonuniform, padded=padded, window=False)
+    images, classes, _ = rmm.sample(truth, n, seed)
+    rng = np.random.default_rng(seed)
+    start = truth.replace(templates=rng.standard_normal(truth.templates.shape),
+                          class_prior=np.full(truth.num_classes, 1 / truth.num_classes),
+                          switch_prior=0.5, sigma2=truth.sigma2 * float(rng.uniform(0.5, 2)))
+    return truth, images, classes, start
 
 
 def _fit(images, start, labels, method, **kw):
@@ -172,3 +183,21 @@ def test_init_sample_initialises_from_a_subset():
         b = rmm.fit(images, truth.num_classes, kernel=truth.kernel, labels=classes, init_sample=20, seed=3,
                     max_iter=2, warn=False)
     assert_same_fit(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_streamed_fit_keeps_the_namespace_and_dtype(xp, dtype):
+    """NumPy, array_api_strict (standard-only kernels) and CuPy: same fit, outputs in the input's namespace."""
+    from drmm_ref._backend import get_namespace
+
+    truth = make_model(1, multi=True, nonuniform=False, padded=True, window=False, xp=xp, dtype=dtype)
+    images, classes, _ = rmm.sample(truth, 20, 0)
+    whole = _fit(images, truth, classes, "soft")
+    streamed = _fit(images, truth, classes, "soft", chunk_size=6)
+    for p in (whole[0], streamed[0]):
+        assert get_namespace(p.templates) is get_namespace(images)
+        assert p.templates.dtype == images.dtype
+    rel = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(host(streamed[0].templates), host(whole[0].templates), rtol=0,
+                               atol=rel * float(np.max(np.abs(host(whole[0].templates)))))
+    np.testing.assert_allclose(streamed[1].objective, whole[1].objective, rtol=rel)

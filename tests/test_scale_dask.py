@@ -17,8 +17,7 @@ from drmm_ref import rmm, scale
 from drmm_ref.rmm.em import EmptyComponentWarning
 
 from ._helpers import host
-from .test_rmm_em import _data_and_start
-from .test_rmm_stream import assert_same_fit
+from .test_rmm_stream import _data_and_start, assert_same_fit
 
 
 def test_without_dask_the_error_says_how_to_install_the_extra(monkeypatch):

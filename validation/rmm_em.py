@@ -44,7 +44,8 @@ CLAIM = Claim(
         "templates standard normal rescaled to RMS 1, sigma = 0.1",
         "k-means++ seeding on the highest-energy patch of each image + 5 Lloyd iterations (recovery runs)",
         "stress runs: k-means++ on all patches, sigma = 0.5, M = 2, padding 2, learned pi_g, hard EM with re-seeding",
-        "float64; max_iter 200 (stress and all-patch runs: 40 quick, 100 full; stress restarts 2 quick, 5 full), tol 1e-10",
+        "float64; max_iter 200 (stress and all-patch runs: 40 quick, 100 full; stress restarts 2 quick, 5 full), "
+        "tol 1e-10",
         "streaming: the planted data of the first seed, soft/hard x supervised/unsupervised from one k-means++ start, "
         "chunk sizes 7 and 64 (quick, 10 iterations) or 1, 7 and 64 (full, 30 iterations); each step along the "
         "in-memory iterates, and whole fits at tol 0 (a run stops at its floating-point fixed point: traces compared "

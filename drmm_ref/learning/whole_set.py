@@ -33,7 +33,8 @@ working memory, as sums over chunks of images:
   so one pass per iteration computes ``sum_c ||A_c p||^2`` and ``sum_c A_c^T A_c p`` and no
   image-sized vector outlives its chunk. In exact arithmetic these are the iterates of
   :func:`~drmm_ref.learning.block_step` on the concatenated batch (the tests check it to rounding).
-  Cost of a block step with ``k_CG`` iterations: ``k_CG + 1`` passes, each one base rendering of
+  Cost of a block step with ``k_CG`` iterations: ``k_CG + 2`` passes (the last recomputes RC at the
+  returned block, as :func:`~drmm_ref.learning.block_step` does), each one base rendering of
   the chunk (the operator's fixed maps) plus one apply and one adjoint.
 
 The M-step never raises RC at fixed latents (each block step is the exact CGLS minimiser over its
@@ -51,7 +52,8 @@ import numpy as np
 
 from .. import _backend
 from ..drmm import DRMMParams, Latents, render
-from .block_step import BlockStepInfo, block_names, block_operator
+from ..numerics import dtype_name
+from .block_step import _NOISE_ULPS, BlockStepInfo, block_names, block_operator
 from .closed_forms import PriorStats, apply_closed_forms, prior_stats
 from .estep import e_step
 
@@ -138,7 +140,7 @@ class WholeSetLatents:
         xp, dev = params.xp, params.device
         if self.mode == "recompute":
             labels = None if self.labels is None else self.labels[start:stop]
-            est = e_step(self.e_params, images[start:stop], labels, render_=False)
+            est = e_step(self.e_params, images[start:stop, ...], labels, render_=False)
             return est.classes, est.latents
         shapes = tuple(params.net.shapes[1:])
         lat = unpack_latents(tuple(None if t is None else t[start:stop] for t in self.positions),
@@ -173,8 +175,9 @@ def whole_set_e_step(params: DRMMParams, images: Any, labels: Any = None, *, chu
     stats = PriorStats.zeros(params.net.n_classes, params.net.L)
     classes, pos_parts, sw_parts = [], [], []
     for s, e in _chunks(n, chunk_size):
-        est = e_step(params, images[s:e], None if labels is None else labels[s:e])
-        stats = stats + prior_stats(est, images[s:e])
+        x = images[s:e, ...]
+        est = e_step(params, x, None if labels is None else labels[s:e])
+        stats = stats + prior_stats(est, x)
         classes.append(np.asarray(_backend.to_numpy(est.classes), dtype=np.int64))
         if latents == "stored":
             pos, sw = pack_latents(est.latents, pools)
@@ -215,7 +218,10 @@ def whole_set_block_step(params: DRMMParams, images: Any, latents: WholeSetLaten
     -------
     theta : array shaped like the block, in the parameters' dtype
     BlockStepInfo
-        ``rc_iterates`` from the recurrence ``||r - alpha q||^2`` (no extra pass).
+        ``rc_iterates`` from the recurrence ``||r - alpha q||^2``; ``rc_final`` recomputed from the
+        returned block (one more pass). The guards of :func:`~drmm_ref.learning.block_step` apply: stop
+        at the operator's rounding level, reject an iterate that raises the objective, return the old
+        block if the recomputed RC is above ``rc_before``.
     """
     xp = params.xp
     if block not in block_names(params.net.L):
@@ -228,6 +234,7 @@ def whole_set_block_step(params: DRMMParams, images: Any, latents: WholeSetLaten
     if latents.n != n:
         raise ValueError(f"latents hold {latents.n} images but images has {n}; run whole_set_e_step on these images")
     f64, work = xp.float64, params.dtype
+    eps = float(np.finfo(dtype_name(work)).eps)
     old = _block_value(params, block)
     size = n * math.prod(images.shape[1:])  # N D
     lam = float(damping) * size
@@ -244,7 +251,7 @@ def whole_set_block_step(params: DRMMParams, images: Any, latents: WholeSetLaten
     # r0 = I - A theta_old: ||r0||^2 and g = A^T r0 (one pass)
     rr, g = 0.0, None
     for s, e, op in operators():
-        r = xp.astype(images[s:e], f64) - xp.astype(op.apply(old), f64)
+        r = xp.astype(images[s:e, ...], f64) - xp.astype(op.apply(old), f64)
         rr += sq(r)
         part = xp.astype(op.adjoint(xp.astype(r, work)), f64)
         g = part if g is None else g + part
@@ -253,10 +260,19 @@ def whole_set_block_step(params: DRMMParams, images: Any, latents: WholeSetLaten
     s_vec = g
     p = s_vec
     gamma = gamma0 = sq(s_vec)
-    iterates = []
+    objective = rr  # ||r||^2 + lam ||x||^2 at x = 0
+    norm_a2 = 0.0  # largest Rayleigh quotient ||A p||^2 / ||p||^2: a lower estimate of ||A||^2
+    iterates, stopped = [], "k_cg"
+    if not math.isfinite(gamma0):
+        raise ValueError(f"whole_set_block_step: the gradient of RC in {block} is not finite (inf or NaN); the "
+                         "images or the parameters are too large for the working dtype")
     for _ in range(int(k_cg)):
-        if gamma == 0.0 or (tol > 0 and gamma <= tol * gamma0):
+        # the guards of block_step: stop at the rounding level of the operator
+        if gamma == 0.0 or (tol > 0 and gamma <= tol * gamma0) or \
+                gamma <= (_NOISE_ULPS * eps) ** 2 * max(norm_a2, 0.0) * rr:
+            stopped = "converged"
             break
+        pp = sq(p)
         qq, atq = 0.0, None
         p_work = xp.astype(p, work)
         for s, e, op in operators():  # one pass: ||A p||^2 and A^T A p
@@ -264,12 +280,19 @@ def whole_set_block_step(params: DRMMParams, images: Any, latents: WholeSetLaten
             qq += sq(xp.astype(q, f64))
             part = xp.astype(op.adjoint(q), f64)
             atq = part if atq is None else atq + part
-        denom = qq + lam * sq(p)
-        if denom == 0.0:
+        norm_a2 = max(norm_a2, qq / pp) if pp > 0 else norm_a2
+        denom = qq + lam * pp
+        alpha = gamma / denom if denom > 0 else math.inf
+        if not math.isfinite(alpha):
+            stopped = "converged"
             break
-        alpha = gamma / denom
-        x = x + alpha * p
-        rr = rr - 2 * alpha * float(xp.sum(g * p)) + alpha * alpha * qq
+        x_new = x + alpha * p
+        rr_new = rr - 2 * alpha * float(xp.sum(g * p)) + alpha * alpha * qq  # ||r - alpha q||^2, <r, q> = <g, p>
+        objective_new = rr_new + lam * sq(x_new)
+        if not (objective_new <= objective and rr_new <= rr):  # rounding noise (or NaN): reject, stop
+            stopped = "no_descent"
+            break
+        x, rr, objective = x_new, rr_new, objective_new
         g = g - alpha * atq
         iterates.append(max(rr, 0.0) / (2 * size))
         s_vec = g - lam * x
@@ -277,7 +300,15 @@ def whole_set_block_step(params: DRMMParams, images: Any, latents: WholeSetLaten
         p = s_vec + (gamma_new / gamma) * p
         gamma = gamma_new
     theta = xp.astype(xp.astype(old, f64) + x, work)
-    return theta, BlockStepInfo(block, rc_before, tuple(iterates), len(iterates))
+    rc_final = rc_before
+    if iterates:  # RC recomputed from the returned block (one more pass), as block_step does
+        total = 0.0
+        for s, e, op in operators():
+            total += sq(xp.astype(images[s:e, ...], f64) - xp.astype(op.apply(theta), f64))
+        rc_final = total / (2 * size)
+        if not rc_final <= rc_before:
+            theta, rc_final, stopped = old, rc_before, "rejected"
+    return theta, BlockStepInfo(block, rc_before, tuple(iterates), len(iterates), rc_final, stopped)
 
 
 def whole_set_m_step(params: DRMMParams, images: Any, latents: WholeSetLatents, *, blocks: Optional[tuple] = None,

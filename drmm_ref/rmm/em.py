@@ -16,10 +16,12 @@ the complete-data log-likelihood ``sum_n ln p(I_n, z_n)`` at those latents; both
 
 .. math::
 
-    \\mu_{c,m}[p] &= \\frac{\\sum_{n,g} r1[n,c,m,g]\\, (P_g I_n)[p]}{\\sum_{n,g} r1[n,c,m,g]\\, [p \\text{ inside at } g]} \\\\
+    \\mu_{c,m}[p] &= \\frac{\\sum_{n,g} r1[n,c,m,g]\\, (P_g I_n)[p]}
+                          {\\sum_{n,g} r1[n,c,m,g]\\, [p \\text{ inside at } g]} \\\\
     \\pi_c &= \\tfrac1N \\textstyle\\sum_n \\sum_{m,g,a} r, \\quad
     \\pi_{\\mathrm{on}} = \\tfrac1N \\sum_n \\sum_{c,m,g} r1, \\quad
-    \\sigma^2 = \\tfrac{1}{ND} \\sum r\\,\\big[\\|I_n\\|^2 - 2a\\langle P_g I_n, \\mu_{c,m}\\rangle + a\\|T_g\\mu_{c,m}\\|^2\\big]
+    \\sigma^2 = \\tfrac{1}{ND} \\sum r\\,
+      \\big[\\|I_n\\|^2 - 2a\\langle P_g I_n, \\mu_{c,m}\\rangle + a\\|T_g\\mu_{c,m}\\|^2\\big]
 
 (``sigma^2`` with the *updated* templates). At valid positions the per-pixel denominator is the
 SPEC's ``sum r1``; with zero padding a template pixel only sees the stamps that keep it inside the

@@ -67,7 +67,7 @@ def chunk_statistics(params: RMMParams, images: Any, labels: Optional[Any] = Non
 
 
 def _row_slice(a: Any, s: int, e: int) -> Any:
-    part = a[s:e]
+    part = a[s:e, ...]
     return np.asarray(part) if isinstance(part, np.memmap) else part
 
 

@@ -131,7 +131,7 @@ def scatter_chunks(client: Any, data: Any, extra: Optional[np.ndarray] = None, *
         size = int(chunk_size) if chunk_size is not None else max(1, -(-n // (4 * len(workers))))
         bounds = _slices(n, size)
         sizes = [e - s for s, e in bounds]
-        data_futs = client.scatter([data[s:e] for s, e in bounds])
+        data_futs = client.scatter([data[s:e, ...] for s, e in bounds])
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     distributed.wait(data_futs)
     holders = client.who_has(data_futs)
