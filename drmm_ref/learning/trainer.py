@@ -738,7 +738,14 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         if not resume:
             for old in list((out / "checkpoints").glob("epoch-*.npz")) + [_mid_path(out)]:
                 old.unlink(missing_ok=True)
-        return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads)
+        # BLAS threads: one per shard when the steps are data-parallel (every step but those with block
+        # steps, which run unsharded and may use the threads inside the BLAS instead). Multi-threaded
+        # OpenBLAS under other load costs several times its CPU time in spinning (docs/learning.md).
+        n_threads = default_threads() if threads is None else threads
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=n_threads if config.cg_blocks else 1, user_api="blas"):
+            return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads)
 
 
 def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads) -> TrainResult:
