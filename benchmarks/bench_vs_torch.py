@@ -50,7 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from drmm_ref._backend import keep_freed_host_memory  # noqa: E402
+try:  # noqa: E402 - older checkouts (the baseline of docs/learning.md, "Speed") have no allocator setting
+    from drmm_ref._backend import keep_freed_host_memory
+except ImportError:
+    def keep_freed_host_memory() -> bool:
+        return False
 from drmm_ref.drmm import bottom_up, init_params, preset  # noqa: E402
 from drmm_ref.learning import Adam, EGConfig, backprop_step, eg_step, trainable  # noqa: E402
 
