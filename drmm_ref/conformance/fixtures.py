@@ -208,9 +208,9 @@ def read_fixture(path: str | Path) -> tuple[dict[str, Any], list[Case]]:
 
 
 def write_manifest(folder: str | Path, files: list[Path], generator: dict[str, Any]) -> Path:
-    """``manifest.json``: every fixture file with its SHA-256 and case count."""
+    """``manifest.json``: every fixture file (in the order given: the runner's order) with its SHA-256 and case count."""
     entries = []
-    for f in sorted(files, key=lambda p: p.name):
+    for f in files:
         meta, cases = read_fixture(f)
         entries.append({"file": f.name, "group": meta["group"], "sha256": file_sha256(f), "cases": len(cases),
                         "bytes": f.stat().st_size})

@@ -67,7 +67,8 @@ def generate(out: str | Path | None = None, groups: list[str] | None = None, *, 
         if verbose:
             print(f"{path}: {len(cases)} cases, {path.stat().st_size / 1024:.0f} KiB, "
                   f"{time.perf_counter() - start:.1f} s")
-    write_manifest(folder, sorted(folder.glob("*.npz")), GENERATOR)
+    order = {f"{g}.npz": i for i, g in enumerate(GROUPS)}
+    write_manifest(folder, sorted(folder.glob("*.npz"), key=lambda f: (order.get(f.name, len(order)), f.name)), GENERATOR)
     return written
 
 
