@@ -50,7 +50,9 @@ def test_fixtures_are_small_and_float64(cases):
 def test_regeneration_is_byte_identical(tmp_path):
     groups = ["primitives", "drmm-tiny", "drmm-odd-ladder", "rmm"]
     for path in G.generate(tmp_path, groups, verbose=False):
-        assert path.read_bytes() == (FX.fixture_dir() / path.name).read_bytes(), path.name
+        assert path.read_bytes() == (FX.fixture_dir() / path.name).read_bytes(), (
+            f"{path.name} regenerates differently: if drmm_ref's numerics changed on purpose, rerun "
+            "`python -m drmm_ref.conformance.generate` and commit the fixtures")
 
 
 def test_corrupted_or_stale_fixture_is_refused(tmp_path):
