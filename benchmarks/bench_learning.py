@@ -1,6 +1,6 @@
 """Benchmark of training: EG step vs backprop step on ``small2``, and peak memory of a step on ``conv-small``.
 
-* **Speed** (issue 5 target: EG <= 1.5x backprop per epoch): seconds per batch of an EG step
+* **Speed** (target of the first learning milestone: EG <= 1.5x backprop per epoch): seconds per batch of an EG step
   (:func:`drmm_ref.learning.eg_step`, G-step alone, RC-after-M trace off) and of a backprop step
   (:func:`drmm_ref.learning.backprop_step`) on ``small2``, batch 128, float32, Adam, on the same
   batches (MNIST when cached, else the synthetic stand-in), alternating the two models in rounds so

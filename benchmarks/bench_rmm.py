@@ -1,4 +1,4 @@
-"""Benchmark of RMM inference against the single convolution it contains (issue 3, SPEC §1).
+"""Benchmark of RMM inference against the single convolution it contains (SPEC §1; targets in docs/rmm.md).
 
 On ``N`` images of 28x28 (default 10,000) with K = 10 classes, M = 1, valid positions, for template
 sides k = 5 and k = 20, time in the same run:

@@ -2,7 +2,9 @@
 
 A file is written to a temporary name in its target folder, flushed and fsync'ed, made readable
 (0644), then renamed over the target in one step: a reader sees the old file or the new one, never a
-partial write, and an interrupted write leaves nothing behind.
+partial write, and an interrupted write leaves nothing behind (a process killed by SIGKILL in the
+middle of a write can leave its temporary file, ``.<name>.<random>.tmp``: the trainer removes those
+of its own folder, under its lock, before it writes anything: :func:`remove_temporaries`).
 """
 
 from __future__ import annotations
@@ -16,14 +18,28 @@ from typing import IO, Any, Callable
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "save_npz_atomic", "array_checksum"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "save_npz_atomic", "array_checksum",
+           "remove_temporaries", "TEMP_SUFFIX"]
+
+#: Suffix of the temporary files of :func:`atomic_write` (their names start with a dot).
+TEMP_SUFFIX = ".tmp"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fh)`` on a temporary binary file, then rename it to ``path`` atomically."""
+    """Call ``write(fh)`` on a temporary binary file, then rename it to ``path`` atomically.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is empty or names an existing folder.
+    """
+    if str(path) == "":
+        raise ValueError("path is empty; give a file path")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file path inside it (e.g. {path / 'params.npz'})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -68,3 +84,19 @@ def array_checksum(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left in ``folder`` (not recursive); return them.
+
+    Only names of the form ``.<name>.<random>.tmp`` are touched. Call it only while holding the
+    folder (the trainer's lock): another writer's temporary file is in use.
+    """
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed

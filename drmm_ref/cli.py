@@ -6,13 +6,23 @@
 * ``drmm-ref evaluate CHECKPOINT`` reports a checkpoint's validation and test error.
 
 Nothing in the library imports this module.
+
+Errors (``docs/guarantees.md``): a bad value is refused by the parser (``--epochs -1``,
+``--lr inf``: one line naming the flag, exit status 2); what can only be found out later (the
+folder belongs to another run, a damaged checkpoint or MNIST file, more labels than images, a
+diverging run) is one line naming the flag or the file, exit status 2, before any data are loaded
+where possible. Ctrl-C prints one line saying where the last checkpoint is (exit status 130).
+``DRMM_REF_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
+import os
 import platform
+import re
 import sys
 
 
@@ -43,6 +53,67 @@ def _info(_args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------- value types
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _number(*, positive: bool = False, below_one: bool = False, up_to_one: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+        if not positive and value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
+        if below_one and not value < 1:
+            raise argparse.ArgumentTypeError(f"must be < 1, got {value:g}")
+        if up_to_one and not value <= 1:
+            raise argparse.ArgumentTypeError(f"must be <= 1, got {value:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _folder(text: str) -> str:
+    if text.strip() == "":
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return text
+
+
+#: Configuration fields as they appear in the library's messages, and the flag that sets each.
+_FLAGS = {"n_labels": "--labels", "n_train": "--n-train", "n_eval": "--n-eval", "batch_size": "--batch-size",
+          "label_seed": "--label-seed", "init_from": "--init-from", "k_cg": "--k-cg", "cg_eta": "--cg-eta",
+          "cg_blocks": "--cg-blocks", "lr": "--lr", "epochs": "--epochs", "seed": "--seed",
+          "momentum": "--momentum", "checkpoint_every_steps": "--checkpoint-every-steps",
+          "checkpoint_every_seconds": "--checkpoint-every-minutes", "backend": "--backend", "dtype": "--dtype"}
+
+
+class _FlagError(Exception):
+    """A command-line value that was refused after parsing; the message names the flag."""
+
+
+def _flag_hint(message: str) -> str:
+    """``message`` plus the flags of the configuration fields it names (``n_labels`` -> ``--labels``)."""
+    flags = [flag for field, flag in _FLAGS.items() if re.search(rf"\b{field}\b", message) and flag not in message]
+    return message + (f" (set by {', '.join(flags)})" if flags else "")
+
+
 def train_config(args):
     """The TrainConfig that ``drmm-ref train`` builds from its parsed arguments."""
     from drmm_ref.learning import LossWeights, TrainConfig
@@ -56,18 +127,30 @@ def train_config(args):
                        dtype=args.dtype, weights=weights, cg_blocks=tuple(args.cg_blocks), k_cg=args.k_cg,
                        cg_eta=args.cg_eta, n_train=args.n_train, n_eval=args.n_eval, data=args.data,
                        backend=args.backend, n_labels=args.labels, label_seed=args.label_seed,
-                       init_from=args.init_from)
+                       init_from=args.init_from, checkpoint_every_steps=args.checkpoint_every_steps,
+                       checkpoint_every_seconds=None if args.checkpoint_every_minutes == 0
+                       else 60.0 * args.checkpoint_every_minutes)
 
 
 def _train(args) -> int:
     from drmm_ref.learning import load_data, train
+    from drmm_ref.learning._checks import backend_problem
+    from drmm_ref.learning.trainer import check_output_folder
 
+    problem = backend_problem(args.backend)  # before anything is loaded
+    if problem is not None:
+        raise _FlagError(f"--backend {args.backend}: {problem}")
     config = train_config(args)
+    try:
+        check_output_folder(args.out, config, resume=not args.restart)
+    except ValueError as exc:
+        raise _FlagError(f"--out {args.out}: {exc}") from None
     data = load_data(config, path=args.mnist_path, offline=args.offline or None, progress=not args.no_progress)
     labels = {None: "all labels", 0: "no labels (unsupervised)"}.get(args.labels, f"{args.labels} labels")
     print(f"training {args.model} on {config.network.name} for {args.epochs} epoch(s) with {labels}; "
           f"data: {data.source}; writing to {args.out}", flush=True)
-    result = train(config, data, args.out, resume=not args.restart, progress=not args.no_progress)
+    result = train(config, data, args.out, resume=not args.restart, progress=not args.no_progress,
+                   threads=args.threads)
     last = result.log["epochs"][-1]
     print(f"done: epoch {last['epoch']}, validation error {100 * last['validation_error']:.2f}%, "
           f"test error {100 * last['test_error']:.2f}%, training time {last['cumulative_train_seconds']:.1f} s; "
@@ -81,8 +164,11 @@ def _evaluate(args) -> int:
     import numpy as np
 
     from drmm_ref import to_numpy
+    from drmm_ref import _backend
     from drmm_ref.learning import TrainConfig, evaluate, load_checkpoint, load_data
+    from drmm_ref.learning.parallel import default_threads
 
+    _backend.keep_freed_host_memory()
     ckpt = load_checkpoint(args.checkpoint)
     config = TrainConfig.from_dict(ckpt.config)
     data = load_data(config, path=args.mnist_path, offline=args.offline or None, progress=False)
@@ -94,7 +180,7 @@ def _evaluate(args) -> int:
         x, y = to_numpy(split.images), to_numpy(split.labels).astype(np.int64)
         if config.n_eval is not None and not args.all:
             x, y = x[:config.n_eval], y[:config.n_eval]
-        report[name] = evaluate(ckpt.params, x, y)
+        report[name] = evaluate(ckpt.params, x, y, threads=args.threads or default_threads())
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -131,8 +217,15 @@ Examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line for a bad command line (the flag and the reason), not the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="drmm-ref",
         description="Reference implementation of the Deep Rendering Mixture Model. "
         "Run `python -m validation` from the repository root to check the paper's claims.",
@@ -147,45 +240,54 @@ def build_parser() -> argparse.ArgumentParser:
                     help="drmm = EG-trained rendering model; dcn = backprop baseline on cross-entropy")
     tr.add_argument("--net", default="small2", choices=("small2", "conv-small", "conv-small-ladder"),
                     help="network preset of SPEC §6 (default small2)")
-    tr.add_argument("--epochs", type=int, required=True, help="number of passes over the training set")
-    tr.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the batch order (default 0)")
-    tr.add_argument("--out", required=True, help="output folder for log.json and checkpoints/")
-    tr.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    tr.add_argument("--epochs", type=_int_at_least(0), required=True, help="number of passes over the training set")
+    tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seeds the initialisation and the batch order (default 0)")
+    tr.add_argument("--out", type=_folder, required=True, help="output folder for log.json and checkpoints/")
+    tr.add_argument("--batch-size", type=_int_at_least(1), default=128, help="mini-batch size (default 128)")
     tr.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="G-step optimiser (default adam)")
-    tr.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    tr.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9; ignored by adam)")
+    tr.add_argument("--lr", type=_number(positive=True), default=1e-3, help="learning rate (default 1e-3)")
+    tr.add_argument("--momentum", type=_number(below_one=True), default=0.9, help="SGD momentum (default 0.9; ignored by adam)")
     tr.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="working precision")
-    tr.add_argument("--a-ce", type=float, default=1.0, help="EG weight of the cross-entropy (default 1)")
-    tr.add_argument("--a-rc", type=float, default=1.0, help="EG weight of the reconstruction error RC (default 1)")
-    tr.add_argument("--a-nn", type=float, default=0.5, help="EG weight of the non-negativity penalty NN (default 0.5)")
-    tr.add_argument("--a-h", type=float, default=None,
+    tr.add_argument("--a-ce", type=_number(), default=1.0, help="EG weight of the cross-entropy (default 1)")
+    tr.add_argument("--a-rc", type=_number(), default=1.0, help="EG weight of the reconstruction error RC (default 1)")
+    tr.add_argument("--a-nn", type=_number(), default=0.5, help="EG weight of the non-negativity penalty NN (default 0.5)")
+    tr.add_argument("--a-h", type=_number(), default=None,
                     help="EG weight of the entropy term H (default 0.2 with --labels, else 0)")
     tr.add_argument("--h-sign", choices=("entropy", "kl_to_prior"), default="entropy",
                     help="which H: mean entropy of softmax(scores) or its KL to uniform (opposite signs)")
-    tr.add_argument("--a-balance", type=float, default=0.0,
+    tr.add_argument("--a-balance", type=_number(), default=0.0,
                     help="EG weight of the batch-balance term log K - H(mean prediction) (default 0; "
                     "unsupervised runs need it, or every image falls in one cluster)")
-    tr.add_argument("--labels", type=int, default=None, metavar="N",
+    tr.add_argument("--labels", type=_int_at_least(0), default=None, metavar="N",
                     help="semi-supervised: keep N class-balanced labels (a multiple of 10), the rest unlabelled; "
                     "0 = unsupervised (default: all labels)")
-    tr.add_argument("--label-seed", type=int, default=None, help="seed of the labelled subset (default --seed)")
+    tr.add_argument("--label-seed", type=_int_at_least(0), default=None, help="seed of the labelled subset (default --seed)")
     tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                     help="start from this checkpoint's parameters (e.g. unsupervised pre-training)")
     tr.add_argument("--cg-blocks", nargs="*", default=[], metavar="BLOCK",
                     help="also take an exact CGLS step on RC for these blocks after each G-step "
                     "(filters_1 .. filters_L, class_templates); default none")
-    tr.add_argument("--k-cg", type=int, default=10, help="CGLS iterations per block step (default 10)")
-    tr.add_argument("--cg-eta", type=float, default=0.5, help="damping of the mini-batch block steps (default 0.5)")
-    tr.add_argument("--n-train", type=int, default=None, help="use only the first N training images")
-    tr.add_argument("--n-eval", type=int, default=None, help="evaluate on the first N validation / test images")
+    tr.add_argument("--k-cg", type=_int_at_least(1), default=10, help="CGLS iterations per block step (default 10)")
+    tr.add_argument("--cg-eta", type=_number(positive=True, up_to_one=True), default=0.5, help="damping of the mini-batch block steps (default 0.5)")
+    tr.add_argument("--n-train", type=_int_at_least(1), default=None, help="use only the first N training images")
+    tr.add_argument("--n-eval", type=_int_at_least(1), default=None, help="evaluate on the first N validation / test images")
     tr.add_argument("--data", choices=("mnist", "synthetic"), default="mnist",
                     help="mnist (cached, downloaded if needed) or a seeded synthetic stand-in (no network)")
     tr.add_argument("--mnist-path", default=None, help="local MNIST files (see drmm_ref.data.load_mnist)")
     tr.add_argument("--offline", action="store_true", help="never use the network to get MNIST")
     tr.add_argument("--backend", choices=("numpy", "array_api_strict", "cupy"), default="numpy",
                     help="array namespace (default numpy; cupy needs a CUDA GPU)")
-    tr.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out and start over")
+    tr.add_argument("--checkpoint-every-steps", type=_int_at_least(1), default=None, metavar="N",
+                    help="also checkpoint every N steps within an epoch (only the latest mid-epoch checkpoint is kept)")
+    tr.add_argument("--checkpoint-every-minutes", type=_number(), default=10.0, metavar="M",
+                    help="also checkpoint when M minutes have passed since the last checkpoint (default 10; 0 = off): "
+                    "a killed run loses at most that much work")
+    tr.add_argument("--restart", action="store_true",
+                    help="remove this run's checkpoints in --out and start over (a folder of another run is refused)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+                    help="host threads: each batch is cut into N shards computed in parallel "
+                         "(default: every core; results differ from another N in the last bits)")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="validation and test error of a training checkpoint",
@@ -195,15 +297,50 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("validation", "test", "both"), default="both", help="which split (default both)")
     ev.add_argument("--all", action="store_true", help="evaluate the whole split even if training used --n-eval")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+                    help="host threads for the evaluation (default: every core)")
     ev.add_argument("--mnist-path", default=None, help="local MNIST files (see drmm_ref.data.load_mnist)")
     ev.add_argument("--offline", action="store_true", help="never use the network to get MNIST")
     ev.set_defaults(func=_evaluate)
     return parser
 
 
+def _where_to_resume(args) -> str:
+    out = getattr(args, "out", None)
+    if not out:
+        return ""
+    try:
+        from drmm_ref.learning.trainer import resume_point
+
+        point = resume_point(out)
+    except Exception:  # the message must not fail: the folder may be in any state
+        point = None
+    if point is None:
+        return f"; no checkpoint was written yet in {out}"
+    return f"; the last checkpoint is {point} (rerun the same command to resume from it)"
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    prog = f"{parser.prog} {args.command}"
+    if os.environ.get("DRMM_REF_DEBUG"):
+        return args.func(args)
+    from drmm_ref.data.mnist import MNISTUnavailable
+    from drmm_ref.learning.trainer import TrainingDiverged
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted{_where_to_resume(args)}", file=sys.stderr)
+        return 130
+    except _FlagError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, TrainingDiverged, MNISTUnavailable, OSError) as exc:
+        text = str(exc) if not isinstance(exc, OSError) or not exc.filename else f"{exc.filename}: {exc.strerror}"
+        print(f"{prog}: error: {_flag_hint(text)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -64,6 +64,13 @@ def save_params(path: str | os.PathLike, params: DRMMParams, *, metadata: dict |
     params : DRMMParams
     metadata : dict, optional
         JSON-serialisable extra information stored with the file (e.g. training step).
+
+    Raises
+    ------
+    TypeError
+        ``params`` is not a :class:`DRMMParams`, or ``metadata`` is not JSON-serialisable.
+    ValueError
+        ``path`` is empty or an existing folder.
     """
     if not isinstance(params, DRMMParams):
         raise TypeError(f"params must be DRMMParams, got {type(params).__name__}")
@@ -105,6 +112,8 @@ def load_params(path: str | os.PathLike, *, xp: Any = "numpy", device: Any = Non
         another format, or a version newer than this library reads.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DRMMFileError(f"{path} is a folder, not a parameter file")
     if not path.is_file():
         raise DRMMFileError(f"{path}: no such parameter file")
     try:

@@ -19,7 +19,7 @@ __all__ = ["inner", "adjoint_relative_error", "identity_tolerance", "FD_RTOL", "
 
 #: Tolerances for exact identities (adjoints, brute force vs. closed form), by dtype.
 _IDENTITY_TOL = {"float64": 1e-12, "float32": 1e-5}
-#: Central finite differences in float64 (SPEC §0; issue 2).
+#: Central finite differences in float64 (SPEC §0).
 FD_RTOL, FD_ATOL = 1e-6, 1e-8
 
 

@@ -11,14 +11,13 @@ Two panels, from one trained model:
 (b) **Reconstructions.** Test digits beside their top-down reconstructions ``x_hat`` (the class the
     DCN decides, rendered through the bottom-up latents), with the decided class.
 
-The model: ``--checkpoint PATH`` (a training checkpoint ``<run>/checkpoints/epoch-<k>.npz``); by
+The model: ``--checkpoint PATH`` (a training checkpoint ``<run>/checkpoints/epoch-<k>.npz`` or a
+parameter file written by :func:`drmm_ref.io.save_params` whose metadata holds the run's ``config``); by
 default the first found of: the 100-label ``ssl-mnist`` DRMM trained 5 epochs
 (``conv-small-drmm-ce-rc-nn-h-nl100-seed0-epochs5``, the best model of that claim) under ``$DRMM_REF_RUNS``,
-then its committed copy in ``results/runs/ssl-mnist/``, then the same run after 1 epoch (both places),
-then the committed supervised ``small2`` DRMM of the ``em-vs-backprop-mnist`` run
-(``results/runs/.../small2-drmm-seed0``, 10 EG epochs); with ``--quick``
-and neither at hand, a ``small2`` DRMM trained for two EG epochs on 1,000 images (MNIST cache, else
-the synthetic stand-in) in a temporary folder.
+then its committed parameters (``results/runs/ssl-mnist/<that run>/params-epoch-005.npz``), then the same
+run after 1 epoch under ``$DRMM_REF_RUNS``; with ``--quick`` and none at hand, a ``small2`` DRMM trained
+for two EG epochs on 1,000 images (MNIST cache, else the synthetic stand-in) in a temporary folder.
 Writes ``fig_rendered_latents.png`` and ``.pdf`` to ``figures/out/`` (``--out``).
 
 Usage: ``python figures/fig_rendered_latents.py [--checkpoint PATH] [--out DIR] [--quick] [--seed S]``
@@ -44,11 +43,27 @@ sys.path.insert(0, str(ROOT / "figures"))
 from _common import save  # noqa: E402
 from drmm_ref import to_numpy  # noqa: E402
 from drmm_ref import drmm as D  # noqa: E402
-from drmm_ref.learning import (TrainConfig, latest_checkpoint, load_checkpoint, mnist_or_synthetic,  # noqa: E402
-                               train)
+from drmm_ref.io import load_params  # noqa: E402
+from drmm_ref.learning import (CheckpointError, TrainConfig, latest_checkpoint, load_checkpoint,  # noqa: E402
+                               mnist_or_synthetic, train)
 
 DEFAULT_RUNS = ("conv-small-drmm-ce-rc-nn-h-nl100-seed0-epochs5", "conv-small-drmm-ce-rc-nn-h-nl100-seed0")
+COMMITTED = ROOT / "results" / "runs" / "ssl-mnist" / DEFAULT_RUNS[0] / "params-epoch-005.npz"
 DRAWS = 6
+
+
+def load_model(path: Path):
+    """(params, training config dict, description) from a training checkpoint or a parameter file."""
+    path = Path(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError:
+        params, meta = load_params(path, return_metadata=True)
+        if "config" not in meta:
+            raise SystemExit(f"{path}: a parameter file without the training 'config' in its metadata; "
+                             "pass a training checkpoint instead") from None
+        return params, meta["config"], f"{meta.get('run', path.stem)}, epoch {meta.get('epoch', '?')}"
+    return ckpt.params, ckpt.config, f"{path.parent.parent.name}, epoch {ckpt.epoch}"
 
 
 def find_model(checkpoint: Path | None, quick: bool, seed: int):
@@ -56,23 +71,26 @@ def find_model(checkpoint: Path | None, quick: bool, seed: int):
     if checkpoint is None:
         from validation.ssl_mnist import runs_root
 
-        places = [folder / run for run in DEFAULT_RUNS for folder in (runs_root(), ROOT / "results" / "runs" / "ssl-mnist")]
-        places.append(ROOT / "results" / "runs" / "em-vs-backprop-mnist" / "small2-drmm-seed0")
-        checkpoint = next((c for c in map(latest_checkpoint, places) if c is not None), None)
+        found = [latest_checkpoint(runs_root() / DEFAULT_RUNS[0]), COMMITTED if COMMITTED.is_file() else None,
+                 latest_checkpoint(runs_root() / DEFAULT_RUNS[1])]
+        checkpoint = next((c for c in found if c is not None), None)
     if checkpoint is not None:
-        ckpt = load_checkpoint(checkpoint)
-        cfg = TrainConfig.from_dict(ckpt.config)
-        data, _ = mnist_or_synthetic(None if cfg.data == "mnist" else cfg.n_train, 200, seed=cfg.seed)
-        return ckpt.params, data.test.images, data.test.labels, f"{Path(checkpoint).parent.parent.name}, epoch {ckpt.epoch}"
+        params, config, description = load_model(checkpoint)
+        cfg = TrainConfig.from_dict(config)
+        data, is_mnist = mnist_or_synthetic(None if cfg.data == "mnist" else cfg.n_train, 200, seed=cfg.seed)
+        if not is_mnist:  # the MNIST cache is absent: say that the digits shown are the synthetic stand-in
+            description += "; images: synthetic stand-in, not MNIST"
+        return params, data.test.images, data.test.labels, description
     if not quick:
-        raise SystemExit(f"no checkpoint given and none of the runs {DEFAULT_RUNS} nor the committed small2 run found; "
-                         "pass --checkpoint PATH, or --quick to train a small model first")
+        raise SystemExit(f"no checkpoint given and neither the run {DEFAULT_RUNS[0]} (or {DEFAULT_RUNS[1]}) nor "
+                         f"{COMMITTED} found; pass --checkpoint PATH, or --quick to train a small model first")
     data, is_mnist = mnist_or_synthetic(1000, 200, seed=seed)
     cfg = TrainConfig(model="drmm", net="small2", epochs=2, n_train=1000, n_eval=200, seed=seed, monitor_size=128,
                       data="mnist" if is_mnist else "synthetic")
     with tempfile.TemporaryDirectory() as tmp:
         res = train(cfg, data, tmp, progress=False)
-    return res.params, data.test.images, data.test.labels, f"quick small2 DRMM, 2 EG epochs on 1,000 images ({data.source})"
+    description = f"quick small2 DRMM, 2 EG epochs on 1,000 images ({data.source})"
+    return res.params, data.test.images, data.test.labels, description
 
 
 def vary_layer(params, latents, layer: int, kind: str, rng: np.random.Generator, draws: int):
@@ -145,8 +163,10 @@ def plot(params, images, labels, description: str, out: Path, seed: int = 0) -> 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None, help="training checkpoint (.npz) of a DRMM run")
-    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out", help="output folder (default figures/out)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="training checkpoint (.npz) of a DRMM run, or a parameter file with the run's config")
+    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "out",
+                        help="output folder (default figures/out)")
     parser.add_argument("--quick", action="store_true", help="train a small model first if no checkpoint is found")
     parser.add_argument("--seed", type=int, default=0, help="seed of the redrawn latents (and of a --quick model)")
     args = parser.parse_args(argv)

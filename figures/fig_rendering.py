@@ -86,7 +86,8 @@ def make_figure(params, n_samples: int, seed: int):
                      layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[n_samples, net.L + 0.6])
     left, right = top.subfigures(1, 2, width_ratios=[n_cols_a, 3])
-    left.suptitle("(a) coarse to fine: z(l) carried to image space\nwith the prior-expected lower renderers", fontsize=9)
+    left.suptitle("(a) coarse to fine: z(l) carried to image space\nwith the prior-expected lower renderers",
+                  fontsize=9)
     axes = left.subplots(n_samples, n_cols_a, squeeze=False)
     for i in range(n_samples):
         for j, l in enumerate(levels):

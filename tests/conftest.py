@@ -38,7 +38,8 @@ CUPY = _cupy_available()
 BACKENDS = [
     pytest.param("numpy", id="numpy"),
     pytest.param("array_api_strict", id="strict"),
-    pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(not CUPY, reason="CuPy with CUDA not available")]),
+    pytest.param("cupy", id="cupy",
+                 marks=[pytest.mark.gpu, pytest.mark.skipif(not CUPY, reason="CuPy with CUDA not available")]),
 ]
 
 

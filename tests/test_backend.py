@@ -76,3 +76,21 @@ def test_asarray_on_a_named_device():
     dev = xs.Device("device1")
     a = _backend.asarray([1.0, 2.0], xp="array_api_strict", device=dev)
     assert _backend.device_of(a) == dev
+
+
+def test_allocator_setting_is_opt_in_idempotent_and_can_be_turned_off():
+    """Importing drmm_ref leaves glibc alone; keep_freed_host_memory() is idempotent; DRMM_REF_MALLOPT=0 disables it."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import drmm_ref, drmm_ref._backend as b; assert b._ALLOCATOR_TUNED is None; "
+            "first = b.keep_freed_host_memory(); assert b.keep_freed_host_memory() is first; print(first)")
+    env = dict(os.environ)
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    env["DRMM_REF_MALLOPT"] = "0"
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert off.stdout.strip() == "False"
+    expected = "True" if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()) else None
+    if expected:
+        assert on.stdout.strip() == expected

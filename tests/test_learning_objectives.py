@@ -175,29 +175,73 @@ def test_loss_weights_validate():
         LossWeights(rc=-1.0)
 
 
-@pytest.mark.parametrize("net", [NET, NET_CONST], ids=["templates", "constant-templates"])
-def test_cached_rendering_and_vjp_match_the_model_package(net, xp):
-    """The learning side's cached rendering and its VJP equal drmm.render and drmm.render_vjp."""
+NET_DEEP = Network((1, 12, 12), (Layer(3, 3, 1, 2), Layer(2, 3, 1, 1), Layer(4, 1, 0, 3)), n_classes=4, name="fd-deep")
+
+
+@pytest.mark.parametrize("net", [NET, NET_CONST, NET_DEEP], ids=["templates", "constant-templates", "three-layers"])
+def test_render_vjp_reuses_the_unpooled_maps_exactly(net, xp):
+    """render_vjp with the rendering's kept unpooled maps equals render_vjp that unpools again."""
+    import dataclasses
+
     from drmm_ref.drmm import render, render_vjp
-    from drmm_ref.learning._tree import gradients_tree
-    from drmm_ref.learning.rendering import render_cached, render_cached_vjp
 
     params = init_params(net, 7, bias_scale=0.1, xp=xp)
     rng = np.random.default_rng(7)
     images = xp.asarray(rng.standard_normal((5,) + net.image_shape))
     labels = xp.asarray(rng.integers(0, net.n_classes, size=5))
-    lat = bottom_up(params, images).latents
-    ref = render(params, labels, lat)
-    mine, unpooled = render_cached(params, labels, lat)
-    for a, b in zip(ref.renderings, mine.renderings):
-        np.testing.assert_array_equal(host(a), host(b))
+    ref = render(params, labels, bottom_up(params, images).latents)
+    bare = dataclasses.replace(ref, unpooled=None)
     g0 = xp.asarray(rng.standard_normal(tuple(images.shape)))
     gz = {l: xp.asarray(rng.standard_normal(tuple(ref.renderings[l].shape))) for l in range(1, net.L + 1)}
-    want = gradients_tree(render_vjp(params, ref, g0, gz), net.L)
-    got = render_cached_vjp(params, mine, unpooled, g0, gz)
-    assert set(want) == set(got)
+    want, got = render_vjp(params, bare, g0, gz), render_vjp(params, ref, g0, gz)
+    for a, b in zip(want.filters + (want.class_templates,), got.filters + (got.class_templates,)):
+        np.testing.assert_array_equal(host(a), host(b))
+
+
+@pytest.mark.parametrize("net", [NET, NET_CONST, NET_DEEP], ids=["templates", "constant-templates", "three-layers"])
+def test_fused_downward_pass_equals_backward_then_render(net, xp):
+    """SPEC §2 (two facts about cost): the CE cotangent and the templates go down together, exactly."""
+    from drmm_ref.drmm import backward, backward_and_render, render
+
+    params = init_params(net, 3, bias_scale=0.1, xp=xp)
+    rng = np.random.default_rng(3)
+    images = xp.asarray(rng.standard_normal((6,) + net.image_shape))
+    classes = xp.asarray(rng.integers(0, net.n_classes, size=6))
+    sbar = xp.asarray(rng.standard_normal((6, net.n_classes)))
+    fw = bottom_up(params, images)
+    grads, rendering = backward_and_render(params, fw, sbar, classes)
+    want_g = backward(params, fw, sbar, input_gradient=False)
+    want_r = render(params, classes, fw.latents)
+    assert grads.input is None and want_g.input is None
+    for a, b in zip(rendering.renderings, want_r.renderings):
+        np.testing.assert_allclose(host(a), host(b), rtol=0, atol=1e-13)
+    pairs = list(zip(grads.filters + grads.biases, want_g.filters + want_g.biases))
+    pairs += [(grads.class_templates, want_g.class_templates), (grads.class_biases, want_g.class_biases)]
+    for a, b in pairs:
+        np.testing.assert_allclose(host(a), host(b), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("weights", [LossWeights(), LossWeights(ce=1, rc=0.5, nn=0.3, h=0.2),
+                                     LossWeights(ce=0, rc=1, nn=0, h=0), LossWeights(ce=1, rc=0, nn=0, h=0),
+                                     LossWeights(ce=0.5, rc=1, nn=1, h=0.3, h_sign="kl_to_prior", balance=0.2)],
+                         ids=["default", "all", "rc-only", "ce-only", "kl-balance"])
+def test_fused_objective_equals_the_unfused_form(weights, xp):
+    """The EG step's fused gradient equals backward + render_vjp of the E-step (unlabelled rows included)."""
+    from drmm_ref.learning import fused_objective_and_gradients
+    from drmm_ref.learning.estep import rendered_classes
+
+    params = init_params(NET_DEEP, 5, bias_scale=0.1, xp=xp)
+    rng = np.random.default_rng(5)
+    images = xp.asarray(rng.standard_normal((7,) + NET_DEEP.image_shape))
+    labels = xp.asarray(np.array([0, 3, -1, 2, -1, 1, 0]))
+    est = e_step(params, images, labels, render_=True)
+    want_t, want = objective_and_gradients(params, est, labels, weights)
+    fw = bottom_up(params, images)
+    got_t, got, _ = fused_objective_and_gradients(params, fw, rendered_classes(fw, labels), labels, weights)
+    assert got_t.to_dict() == pytest.approx(want_t.to_dict(), rel=1e-12, abs=1e-14)
+    assert set(got) == set(want)
     for name in want:
-        np.testing.assert_allclose(host(got[name]), host(want[name]), rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(host(got[name]), host(want[name]), rtol=1e-11, atol=1e-13, err_msg=name)
 
 
 def test_e_step_rejects_bad_labels():

@@ -1,4 +1,4 @@
-"""Semi-supervised and unsupervised EG (SPEC §5, issue 6): label split, paired batches, masked CE,
+"""Semi-supervised and unsupervised EG (SPEC §5, docs/ssl.md): label split, paired batches, masked CE,
 the balance term, cluster accuracy, and the trainer's semi-supervised runs (no label leaks, resume)."""
 
 from __future__ import annotations

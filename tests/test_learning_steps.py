@@ -107,7 +107,7 @@ def test_eg_objective_falls_on_a_tiny_problem(cg_blocks):
     params, images, labels = _batch(3, n=24)
     opt = Adam(lr=1e-2)
     state = opt.init(trainable(params))
-    cfg = EGConfig(LossWeights(ce=1.0, rc=1.0, nn=0.5, h=0.0), cg_blocks=cg_blocks, k_cg=3)
+    cfg = EGConfig(LossWeights(ce=1.0, rc=1.0, nn=0.5, h=0.0), cg_blocks=cg_blocks, k_cg=3, trace_m_step=True)
     first = first_rc = None
     rc_m = []
     for _ in range(60):

@@ -109,13 +109,13 @@ def test_conv2d_float32_in_float32_out(xp):
 
 def test_conv2d_large_batch_is_chunked_identically(monkeypatch):
     """The batch-chunked path (large inputs) gives the same numbers as one chunk."""
-    from drmm_ref.primitives import conv as conv_mod
+    from drmm_ref.primitives import batchlast
 
     x, wt = _arrays(np, 3, "float64", (7, 2, 6, 6), (3, 2, 3, 3))
     y = P.conv2d(x, wt, 1)
     xt = P.conv2d_transpose(y, wt, 1)
     gw = P.conv2d_vjp_weight(y, x, 1)
-    monkeypatch.setattr(conv_mod, "_CHUNK_ELEMENTS", 200)  # forces one example per chunk
+    monkeypatch.setattr(batchlast, "CHUNK_ELEMENTS", 200)  # forces one example per chunk
     np.testing.assert_allclose(P.conv2d(x, wt, 1), y, rtol=0, atol=1e-12)
     np.testing.assert_allclose(P.conv2d_transpose(y, wt, 1), xt, rtol=0, atol=1e-12)
     np.testing.assert_allclose(P.conv2d_vjp_weight(y, x, 1), gw, rtol=0, atol=1e-11)

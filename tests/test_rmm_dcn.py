@@ -11,15 +11,13 @@ from drmm_ref import rmm
 from drmm_ref.rmm._terms import clipped_norms
 
 from ._helpers import assert_identity_close, host
-from .test_rmm_inference import _images, make_model, oracle_regions, oracle_table
+from .test_rmm_inference import _images, oracle_regions, oracle_table, rmm_models
 
-flags = st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans())
-seeds = st.integers(0, 2 ** 32 - 1)
+seeds = st.integers(0, 2 ** 32 - 1)  # bulk data (images, weights) from default_rng(seed)
 
 
-@given(seed=seeds, f=flags)
-def test_generative_dcn_generative_round_trip(seed, f):
-    params = make_model(seed, multi=f[0], nonuniform=f[1], padded=f[2], window=f[3])
+@given(params=rmm_models(), seed=seeds)
+def test_generative_dcn_generative_round_trip(params, seed):
     back = rmm.from_dcn(rmm.to_dcn(params), params.sigma2)
     for name in ("templates", "class_prior", "switch_prior"):
         assert_identity_close(host(getattr(back, name)), host(getattr(params, name)), err_msg=name)
@@ -32,10 +30,10 @@ def test_generative_dcn_generative_round_trip(seed, f):
     assert_identity_close(host(rmm.max_sum_scores(back, images)), host(rmm.max_sum_scores(params, images)))
 
 
-@given(seed=seeds, nonuniform=st.booleans(), window=st.booleans(), log_s2=st.floats(-4, 0, allow_nan=False))
-def test_dcn_generative_dcn_round_trip_for_any_sigma2(seed, nonuniform, window, log_s2):
+@given(params=rmm_models(multi=False, padded=False), log_s2=st.floats(-4, 0, allow_nan=False))
+def test_dcn_generative_dcn_round_trip_for_any_sigma2(params, log_s2):
     """M = 1, valid positions: any sigma^2 inverts the DCN (class biases come back up to a common constant)."""
-    dcn = rmm.to_dcn(make_model(seed, multi=False, nonuniform=nonuniform, padded=False, window=window))
+    dcn = rmm.to_dcn(params)
     try:
         back = rmm.from_dcn(dcn, float(np.exp(log_s2)))
     except ValueError as exc:  # a switch logit beyond float64's sigmoid: a legitimate refusal
@@ -51,10 +49,10 @@ def test_dcn_generative_dcn_round_trip_for_any_sigma2(seed, nonuniform, window, 
     assert_identity_close(shift, np.full_like(shift, shift[0]))
 
 
-@given(seed=seeds, padded=st.booleans(), factor=st.floats(1.5, 4))
-def test_sigma2_is_pinned_by_padding_or_sub_templates(seed, padded, factor):
+@given(data=st.data(), padded=st.booleans(), factor=st.floats(1.5, 4))
+def test_sigma2_is_pinned_by_padding_or_sub_templates(data, padded, factor):
     """With M > 1 or a padded bias map, only the generating sigma^2 inverts the DCN; others raise (SPEC §4)."""
-    params = make_model(seed, multi=not padded, nonuniform=False, padded=padded, window=False)
+    params = data.draw(rmm_models(multi=not padded, nonuniform=False, padded=padded, window=False), label="params")
     dcn = rmm.to_dcn(params)
     norms = host(clipped_norms(params)) if padded else host(params.templates ** 2).sum(axis=(2, 3, 4))
     spread = norms.reshape(norms.shape[0], -1).max(axis=1) - norms.reshape(norms.shape[0], -1).min(axis=1)

@@ -13,14 +13,13 @@ from drmm_ref import rmm
 from drmm_ref.rmm.em import ConvergenceWarning, EmptyComponentWarning, VarianceFloorWarning
 
 from ._helpers import host
-from .test_rmm_inference import make_model, oracle_table
+from .test_rmm_inference import make_model, oracle_table, rmm_models
 
-seeds = st.integers(0, 2 ** 32 - 1)
+seeds = st.integers(0, 2 ** 32 - 1)  # bulk data (samples, starting templates) from default_rng(seed)
 
 
-def _data_and_start(seed, *, multi, padded, nonuniform=False, n=12):
-    """Data from one random model, and EM started from another (so steps have work to do)."""
-    truth = make_model(seed, multi=multi, nonuniform=nonuniform, padded=padded, window=False)
+def _data_and_start(truth, seed, n=12):
+    """Data from the drawn model, and EM started from another (so steps have work to do)."""
     images, classes, _ = rmm.sample(truth, n, seed)
     rng = np.random.default_rng(seed)
     start = truth.replace(templates=rng.standard_normal(truth.templates.shape),
@@ -30,9 +29,10 @@ def _data_and_start(seed, *, multi, padded, nonuniform=False, n=12):
 
 
 @pytest.mark.filterwarnings("ignore::drmm_ref.rmm.em.EmptyComponentWarning")
-@given(seed=seeds, multi=st.booleans(), padded=st.booleans(), supervised=st.booleans(), learn=st.booleans())
-def test_soft_em_step_never_lowers_the_objective(seed, multi, padded, supervised, learn):
-    truth, images, classes, params = _data_and_start(seed, multi=multi, padded=padded, nonuniform=learn)
+@given(data=st.data(), seed=seeds, supervised=st.booleans(), learn=st.booleans())
+def test_soft_em_step_never_lowers_the_objective(data, seed, supervised, learn):
+    model = data.draw(rmm_models(nonuniform=learn, window=False), label="truth")
+    truth, images, classes, params = _data_and_start(model, seed)
     labels = classes if supervised else None
     obj = [rmm.e_step(params, images, labels).objective]
     for _ in range(3):
@@ -45,9 +45,9 @@ def test_soft_em_step_never_lowers_the_objective(seed, multi, padded, supervised
 
 
 @pytest.mark.filterwarnings("ignore::drmm_ref.rmm.em.EmptyComponentWarning")
-@given(seed=seeds, multi=st.booleans(), padded=st.booleans(), supervised=st.booleans())
-def test_hard_em_half_steps_never_lower_the_complete_data_objective(seed, multi, padded, supervised):
-    truth, images, classes, params = _data_and_start(seed, multi=multi, padded=padded)
+@given(model=rmm_models(nonuniform=False, window=False), seed=seeds, supervised=st.booleans())
+def test_hard_em_half_steps_never_lower_the_complete_data_objective(model, seed, supervised):
+    truth, images, classes, params = _data_and_start(model, seed)
     labels = classes if supervised else None
     values = []
     for _ in range(3):
@@ -73,10 +73,10 @@ def _expected_complete_loglik(params, images, est):
 
 
 @pytest.mark.filterwarnings("ignore::drmm_ref.rmm.em.EmptyComponentWarning")
-@given(seed=seeds, multi=st.booleans(), padded=st.booleans(), eps=st.floats(1e-4, 1e-2))
-def test_m_step_maximises_the_expected_complete_log_likelihood(seed, multi, padded, eps):
+@given(model=rmm_models(nonuniform=False, window=False), seed=seeds, eps=st.floats(1e-4, 1e-2))
+def test_m_step_maximises_the_expected_complete_log_likelihood(model, seed, eps):
     """Q(M-step) >= Q(old) and >= Q(M-step perturbed): templates, sigma^2, pi_c, pi_on."""
-    truth, images, classes, params = _data_and_start(seed, multi=multi, padded=padded)
+    truth, images, classes, params = _data_and_start(model, seed)
     est = rmm.e_step(params, images)
     new, _ = rmm.m_step(params, images, est)
     q_new = _expected_complete_loglik(new, images, est)
@@ -94,7 +94,6 @@ def test_m_step_maximises_the_expected_complete_log_likelihood(seed, multi, padd
 
 
 def test_empty_component_keeps_its_template_or_is_reseeded():
-    rng = np.random.default_rng(0)
     truth = make_model(1, multi=False, nonuniform=False, padded=False, window=False)
     images, classes, _ = rmm.sample(truth, 20, 1)
     K = truth.num_classes

@@ -22,7 +22,20 @@ from ._helpers import assert_identity_close, host
 # ---------------------------------------------------------------------------------------------
 # random small models and the brute-force oracle
 # ---------------------------------------------------------------------------------------------
+def _model(K, C, M, k, q, p, hg, wg, templates, class_prior, switch_prior, sigma2, nuisance, xp, dtype):
+    """The RMMParams of one drawn structure (grid ``hg x wg`` of template positions, SPEC §1)."""
+    put = lambda a: _backend.asarray(np.asarray(a, dtype=dtype), xp=xp)  # noqa: E731
+    prior = None
+    if nuisance is not None:
+        prior = np.asarray(nuisance, dtype=np.float64).reshape(hg, wg)
+        prior = put(prior / prior.sum())
+    return rmm.RMMParams(templates=put(templates), class_prior=put(class_prior), switch_prior=put(switch_prior),
+                         sigma2=float(sigma2), image_shape=(hg - 2 * q + k - 1, wg - 2 * q + k - 1),
+                         padding=q, nuisance_prior=prior, pool=p)
+
+
 def make_model(seed: int, *, multi: bool, nonuniform: bool, padded: bool, window: bool, xp=np, dtype="float64"):
+    """A random small model from one seed: for the named (fixed) examples. Property tests use :func:`rmm_models`."""
     rng = np.random.default_rng(seed)
     K, C = int(rng.integers(2, 4)), int(rng.integers(1, 3))
     M = int(rng.integers(2, 4)) if multi else 1
@@ -34,16 +47,46 @@ def make_model(seed: int, *, multi: bool, nonuniform: bool, padded: bool, window
         hg, wg = (int(v) for v in rng.integers(lo, lo + 4, size=2))
     else:
         hg, wg = (p * int(v) for v in rng.integers(-(-lo // p), -(-lo // p) + 2, size=2))
-    put = lambda a: _backend.asarray(np.asarray(a, dtype=dtype), xp=xp)  # noqa: E731
-    prior = None
+    nuisance = rng.dirichlet(np.ones(hg * wg)) + 1e-3 if nonuniform else None
+    return _model(K, C, M, k, q, p, hg, wg, rng.standard_normal((K, M, C, k, k)), rng.dirichlet(2 * np.ones(K)),
+                  rng.uniform(0.1, 0.9, size=K), rng.uniform(0.2, 1.5), nuisance, xp, dtype)
+
+
+def _flag(value):
+    return st.booleans() if value is None else st.just(value)
+
+
+@st.composite
+def rmm_models(draw, multi=None, nonuniform=None, padded=None, window=None, xp=np, dtype="float64"):
+    """Random small RMMs whose structure and priors are drawn (so failures shrink to the smallest model).
+
+    ``K`` 2-3 classes, ``C`` 1-2 channels, ``M`` 2-3 sub-templates (``multi``) or 1, template side ``k``
+    1-3 (2-3 with ``padded``, then padding ``q`` in 1..k-1), pooling windows ``p`` 2-3 (``window``) or
+    one global nuisance, a grid of 1-4 positions a side beyond the smallest valid one (whole windows),
+    class prior, switch priors, ``sigma^2`` and (``nonuniform``) the position prior as bounded floats;
+    the templates (bulk data) come from a drawn seed. A flag left ``None`` is drawn too.
+    """
+    multi, nonuniform, padded, window = (draw(_flag(v)) for v in (multi, nonuniform, padded, window))
+    K, C = draw(st.integers(2, 3)), draw(st.integers(1, 2))
+    M = draw(st.integers(2, 3)) if multi else 1
+    k = draw(st.integers(2, 3)) if padded else draw(st.integers(1, 3))
+    q = draw(st.integers(1, k - 1)) if padded else 0
+    p = draw(st.integers(2, 3)) if window else None
+    lo = max(1, 2 * q - k + 2)
+    if p is None:
+        hg, wg = draw(st.integers(lo, lo + 3)), draw(st.integers(lo, lo + 3))
+    else:
+        hg, wg = (p * draw(st.integers(-(-lo // p), -(-lo // p) + 1)) for _ in range(2))
+    weight = st.floats(0.05, 1.0, allow_nan=False, allow_subnormal=False)
+    class_prior = np.asarray(draw(st.lists(weight, min_size=K, max_size=K)))
+    switch_prior = draw(st.lists(st.floats(0.1, 0.9, allow_subnormal=False), min_size=K, max_size=K))
+    sigma2 = draw(st.floats(0.2, 1.5, allow_subnormal=False))
+    nuisance = None
     if nonuniform:
-        prior = rng.dirichlet(np.ones(hg * wg)).reshape(hg, wg) + 1e-3
-        prior = put(prior / prior.sum())
-    return rmm.RMMParams(templates=put(rng.standard_normal((K, M, C, k, k))),
-                         class_prior=put(rng.dirichlet(2 * np.ones(K))),
-                         switch_prior=put(rng.uniform(0.1, 0.9, size=K)),
-                         sigma2=float(rng.uniform(0.2, 1.5)), image_shape=(hg - 2 * q + k - 1, wg - 2 * q + k - 1),
-                         padding=q, nuisance_prior=prior, pool=p)
+        nuisance = draw(st.lists(st.floats(1e-3, 1.0, allow_subnormal=False), min_size=hg * wg, max_size=hg * wg))
+    templates = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1))).standard_normal((K, M, C, k, k))
+    return _model(K, C, M, k, q, p, hg, wg, templates, class_prior / class_prior.sum(), switch_prior, sigma2,
+                  nuisance, xp, dtype)
 
 
 def oracle_table(params, images) -> np.ndarray:
@@ -102,8 +145,7 @@ def _flat_windows(params, x):
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-flags = st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans())
-seeds = st.integers(0, 2 ** 32 - 1)
+seeds = st.integers(0, 2 ** 32 - 1)  # bulk data (images) from default_rng(seed)
 
 
 def _images(params, seed, n=4):
@@ -116,9 +158,8 @@ def _images(params, seed, n=4):
 # ---------------------------------------------------------------------------------------------
 # R1: brute force == max-sum == DCN
 # ---------------------------------------------------------------------------------------------
-@given(seed=seeds, f=flags)
-def test_brute_force_equals_max_sum_equals_dcn(seed, f):
-    params = make_model(seed, multi=f[0], nonuniform=f[1], padded=f[2], window=f[3])
+@given(params=rmm_models(), seed=seeds)
+def test_brute_force_equals_max_sum_equals_dcn(params, seed):
     images = _images(params, seed)
     brute = oracle_regions(params, oracle_table(params, images)).max(axis=-1)  # (N, K, R)
     maxsum = _flat_windows(params, host(rmm.max_sum_scores(params, images)))
@@ -160,9 +201,8 @@ def test_constant_bias_is_wrong_at_padded_positions():
 # ---------------------------------------------------------------------------------------------
 # sum-product: posterior, class posterior, tempered scores
 # ---------------------------------------------------------------------------------------------
-@given(seed=seeds, f=flags)
-def test_posterior_matches_brute_force_and_sums_to_one(seed, f):
-    params = make_model(seed, multi=f[0], nonuniform=f[1], padded=f[2], window=f[3])
+@given(params=rmm_models(), seed=seeds)
+def test_posterior_matches_brute_force_and_sums_to_one(params, seed):
     images = _images(params, seed)
     table = oracle_table(params, images)  # (N, K, M, Hg, Wg, 2)
     regions = oracle_regions(params, table)
@@ -194,9 +234,8 @@ def test_posterior_matches_brute_force_and_sums_to_one(seed, f):
         assert_identity_close(host(post.log_evidence), norm)
 
 
-@given(seed=seeds, f=flags)
-def test_supervised_posterior_is_the_clamped_one(seed, f):
-    params = make_model(seed, multi=f[0], nonuniform=f[1], padded=f[2], window=False)
+@given(params=rmm_models(window=False), seed=seeds)
+def test_supervised_posterior_is_the_clamped_one(params, seed):
     images = _images(params, seed)
     labels = _backend.asarray(np.random.default_rng(seed).integers(0, params.num_classes, images.shape[0]), xp=np)
     table = oracle_table(params, images)
@@ -213,10 +252,9 @@ def test_supervised_posterior_is_the_clamped_one(seed, f):
     assert np.all(resp[mask] == 0)
 
 
-@given(seed=seeds, f=flags, log_tau=st.floats(-4, 10, allow_nan=False))
-def test_tempered_scores_are_bounded_by_the_theorem(seed, f, log_tau):
+@given(params=rmm_models(nonuniform=False), seed=seeds, log_tau=st.floats(-4, 10, allow_nan=False))
+def test_tempered_scores_are_bounded_by_the_theorem(params, seed, log_tau):
     """0 <= tempered - max_sum <= ln(2 M |G|) / tau (SPEC §1, R2)."""
-    params = make_model(seed, multi=f[0], nonuniform=False, padded=f[2], window=f[3])
     images = _images(params, seed)
     tau = math.exp(log_tau)
     t = host(rmm.tempered_class_scores(params, images, tau))

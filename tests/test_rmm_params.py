@@ -40,7 +40,8 @@ def _ok(**changes):
     (dict(nuisance_prior=np.full((3, 3), 1 / 9)), ValueError, "nuisance_prior must have the grid's shape"),
     (dict(nuisance_prior=np.full((4, 4), 1 / 8)), ValueError, "nuisance_prior must sum to one"),
     (dict(nuisance_prior=-np.full((4, 4), 1 / 16)), ValueError, "nuisance_prior must be non-negative"),
-    (dict(nuisance_prior=np.pad(np.full((2, 4), 1 / 8), ((0, 2), (0, 0))), pool=2), ValueError, "zero mass to a pooling window"),
+    (dict(nuisance_prior=np.pad(np.full((2, 4), 1 / 8), ((0, 2), (0, 0))), pool=2), ValueError,
+     "zero mass to a pooling window"),
     (dict(version=99), ValueError, "version 99"),
 ])
 def test_bad_parameters_raise_clear_errors(changes, error, match):

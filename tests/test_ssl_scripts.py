@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from drmm_ref import drmm as D
 
@@ -56,11 +57,30 @@ def test_fig_ssl_adds_the_longer_budget_panel_when_the_record_has_one(tmp_path):
     np.testing.assert_allclose(lines[fig_ssl.STYLE["drmm-ce-rc"][2]].get_ydata(), [15.0, 10.0, 7.0])
 
 
-def test_fig_rendered_latents_from_the_committed_checkpoint(tmp_path):
+def test_fig_rendered_latents_from_a_checkpoint_and_from_a_parameter_file(tmp_path):
+    """The figure reads a training checkpoint or a save_params file with the run's config (the committed form)."""
+    from drmm_ref.io import save_params
+    from drmm_ref.learning import TrainConfig, latest_checkpoint, load_checkpoint, synthetic_digits, train
+
     fig = _figures("fig_rendered_latents")
-    ckpt = ROOT / "results" / "runs" / "em-vs-backprop-mnist" / "small2-drmm-seed0" / "checkpoints" / "epoch-010.npz"
-    paths = fig.main(["--checkpoint", str(ckpt), "--out", str(tmp_path)])
-    assert paths == 0 and (tmp_path / "fig_rendered_latents.png").stat().st_size > 1000
+    net = D.Network((1, 28, 28), (D.Layer(2, 5, 0, 2), D.Layer(3, 5, 0, 2)), n_classes=10, name="tiny28")
+    cfg = TrainConfig(model="drmm", net=net, epochs=1, batch_size=20, n_train=40, n_eval=20, data="synthetic",
+                      monitor_size=20)
+    train(cfg, synthetic_digits(40, 20, 20, seed=0), tmp_path / "run", progress=False)
+    ckpt_path = latest_checkpoint(tmp_path / "run")
+    ckpt = load_checkpoint(ckpt_path)
+    params_path = save_params(tmp_path / "params.npz", ckpt.params,
+                              metadata={"run": "tiny", "epoch": ckpt.epoch, "config": ckpt.config})
+    for i, path in enumerate((ckpt_path, params_path)):
+        params, config, description = fig.load_model(path)
+        np.testing.assert_array_equal(np.asarray(params.class_templates), np.asarray(ckpt.params.class_templates))
+        assert config == ckpt.config and "epoch 1" in description
+        out = tmp_path / f"out{i}"
+        assert fig.main(["--checkpoint", str(path), "--out", str(out)]) == 0
+        assert (out / "fig_rendered_latents.png").stat().st_size > 1000
+    save_params(tmp_path / "bare.npz", ckpt.params)
+    with pytest.raises(SystemExit, match="config"):
+        fig.load_model(tmp_path / "bare.npz")
 
 
 def test_vary_layer_redraws_one_layer_and_holds_the_others():

@@ -7,9 +7,10 @@ A claim script is a module of :mod:`validation` (name not starting with ``_``) w
 * ``main(argv=None) -> dict``: ``return run_claim(CLAIM, run, argv)``, which parses the command
   line, times ``run``, builds the record, writes ``<out>/<id>.json`` atomically and returns the record.
 
-The record has the fields the project promises (issue 2): ``id, kind, status, passed, paper_ref,
-statement, assumptions, measured, tolerance, backend, dtype, seed, seconds, data_source,
-command`` plus ``mode``, ``summary`` (one line for the table), ``versions``, ``host`` and ``date``.
+The record has the fields STYLE.md ("Scripts, figures, packaging") asks for: ``id, kind, status, passed,
+paper_ref, statement, assumptions, measured, tolerance, backend, dtype, seed, seconds, data_source,
+command`` plus ``mode``, ``summary`` (one line for the table), ``versions``, ``host``, ``date`` and the
+provenance ``git_commit`` / ``git_dirty`` (:mod:`validation._provenance`).
 
 ``kind`` is ``identity`` (a derivation that must hold: its ``fail`` is a bug and makes
 ``python -m validation`` exit 1) or ``replication`` (a paper number that is measured: its ``fail``
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from drmm_ref._files import atomic_write_json, atomic_write_text
+
+from ._provenance import git_state
 
 KINDS = ("identity", "replication")
 STATUSES = ("pass", "fail", "measured", "skipped")
@@ -168,12 +171,20 @@ def make_record(claim: Claim, result: Result, args: argparse.Namespace, seconds:
         "versions": _versions(args.backend),
         "host": {"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **git_state(),
     }
 
 
 def run_claim(claim: Claim, run: Callable[[argparse.Namespace], Result], argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run the claim, write ``<out>/<id>.json`` and return the record."""
     args = build_parser(claim).parse_args(sys.argv[1:] if argv is None else argv)
+    from drmm_ref.learning._checks import backend_problem
+
+    problem = backend_problem(args.backend)
+    if problem is not None:  # a claim that cannot run is not a failed claim: nothing is recorded
+        print(f"error: --backend {args.backend}: {problem}; {claim.id} was not run and no record was written",
+              file=sys.stderr)
+        raise SystemExit(2)
     out = Path(args.out) if args.out is not None else DEFAULT_OUT[args.mode]
     start = time.perf_counter()
     if claim.blas_threads is not None:

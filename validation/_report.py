@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,20 @@ BEGIN, END = "<!-- claims-table:begin -->", "<!-- claims-table:end -->"
 
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def load_records(folder: Path) -> list[dict[str, Any]]:
+    """Every claim record in ``folder`` (``<id>.json``), skipping the aggregate files."""
+    records = []
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            if path.name == "validation.json":
+                continue
+            with open(path, encoding="utf-8") as fh:
+                rec = json.load(fh)
+            if isinstance(rec, dict) and "id" in rec and "kind" in rec:
+                records.append(rec)
+    return records
 
 
 def markdown_table(records: list[dict[str, Any]], title: str | None = None) -> str:
@@ -29,12 +44,11 @@ def markdown_table(records: list[dict[str, Any]], title: str | None = None) -> s
 
 def readme_table() -> str:
     """The README's claims table: each claim's quick record and, where one is committed, its full record."""
-    from ._runner import load_records
-
     quick = {r["id"]: r for r in load_records(_claim.DEFAULT_OUT["quick"])}
     full = {r["id"]: r for r in load_records(_claim.DEFAULT_OUT["full"])}
     ids = sorted(set(quick) | set(full), key=lambda i: ((quick.get(i) or full.get(i))["kind"] != "identity", i))
-    lines = ["| claim | kind | `--quick` | `--full` (committed record) | measured (the full record where there is one) |", "|---|---|---|---|---|"]
+    lines = ["| claim | kind | `--quick` | `--full` (committed record) "
+             "| measured (the full record where there is one) |", "|---|---|---|---|---|"]
     for cid in ids:
         rec = full.get(cid) or quick[cid]
         q = quick[cid]["status"].upper() if cid in quick else "not run"

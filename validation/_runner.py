@@ -1,14 +1,17 @@
 """``python -m validation``: run every claim script, write the records, print the table.
 
 Exit status 1 when an identity claim fails or a claim script raises; a replication ``fail`` is
-reported in the table and the JSON but does not change the exit status (issue 2).
+reported in the table and the JSON but does not change the exit status (README, "Set-up: two commands").
+Exit status 2, with nothing run and nothing written, when the command line cannot be served: an
+unknown claim id, or a backend that cannot be used here (``--backend cupy`` without CuPy or a CUDA
+device) -- otherwise every claim would be recorded as failed and the records of the last good run
+overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import pkgutil
 import sys
 import time
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _claim, _report
+from ._provenance import git_state
+from ._report import load_records
 
 REQUIRED_FIELDS = ("id", "kind", "status", "passed", "paper_ref", "statement", "assumptions", "measured",
                    "tolerance", "backend", "dtype", "seed", "seconds", "data_source", "command")
@@ -70,21 +75,8 @@ def _error_record(mod: Any, args: argparse.Namespace, seconds: float, exc: BaseE
         "dtype": None, "seed": args.seed, "mode": args.mode, "seconds": round(seconds, 3), "data_source": None,
         "command": f"python -m validation --only {claim.id} --{args.mode}",
         "error": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
+        **git_state(),
     }
-
-
-def load_records(folder: Path) -> list[dict[str, Any]]:
-    """Every claim record in ``folder`` (``<id>.json``), skipping the aggregate files."""
-    records = []
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
-            if path.name == "validation.json":
-                continue
-            with open(path, encoding="utf-8") as fh:
-                rec = json.load(fh)
-            if isinstance(rec, dict) and "id" in rec and "kind" in rec:
-                records.append(rec)
-    return records
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +93,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --only names unknown claim id(s) {unknown}; known: {sorted(known)}", file=sys.stderr)
             return 2
         modules = [known[i] for i in args.only]
+    from drmm_ref.learning._checks import backend_problem
+
+    problem = backend_problem(args.backend)  # before any claim runs or any record is written
+    if problem is not None:
+        print(f"error: --backend {args.backend}: {problem}; no claim was run and no record was written",
+              file=sys.stderr)
+        return 2
     out = args.out if args.out is not None else _claim.DEFAULT_OUT[args.mode]
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     failed_identity, raised = [], []
     total_start = time.perf_counter()

@@ -192,10 +192,12 @@ def run(args) -> Result:
     coord["passed"] = coord["d1_condition"]["units_improvable"] == 0
     ok = cond["passed"] and unc["passed"] and crosscheck["passed"] and coord["passed"]
     summary = (f"under D1's condition max rel. error {worst:.1e} (tol {tol:.0e}, {cases} cases); unconstrained: DCN "
-               f"short in {unc['short_fraction']:.1%} of {unc['cases']} (median {unc['shortfall_relative_median']:.2g}), "
+               f"short in {unc['short_fraction']:.1%} of {unc['cases']} "
+               f"(median {unc['shortfall_relative_median']:.2g}), "
                f"{unc['above_count']} above; DCN/full-MAP agreement {curve[0]:.2f}@x{AMPLITUDES[0]:g} -> "
-               f"{curve[-1]:.3f}@x{AMPLITUDES[-1]:g}; accuracy DCN {accuracy['dcn']:.2f}, MAP {accuracy['full_map']:.2f}, "
-               f"Bayes {accuracy['marginal_bayes']:.2f}; conv-small unit-wise optimal under D1 "
+               f"{curve[-1]:.3f}@x{AMPLITUDES[-1]:g}; accuracy DCN {accuracy['dcn']:.2f}, "
+               f"MAP {accuracy['full_map']:.2f}, Bayes {accuracy['marginal_bayes']:.2f}; "
+               f"conv-small unit-wise optimal under D1 "
                f"({coord['d1_condition']['units_improvable']} of {coord['d1_condition']['units_checked']} improvable; "
                f"unconstrained {coord['unconstrained']['fraction_improvable']:.1%})")
     return Result(

@@ -3,7 +3,7 @@
 The paper: a DRMM trained by (generalised) EM reaches the test accuracy of the same DCN trained by
 backprop while training 2-3x faster. We measure it (replication claim; both outcomes are results).
 
-Protocol (issue 5). The same network, initialisation, optimiser (Adam, lr 1e-3), batch size (128),
+Protocol (docs/learning.md). The same network, initialisation, optimiser (Adam, lr 1e-3), batch size (128),
 batch order and epoch budget N (fixed in advance) for both models:
 
 * ``dcn``: backprop on the cross-entropy alone;
@@ -22,9 +22,11 @@ other jobs inflate wall-clock time unevenly between runs made one after the othe
 ``--full``: ``small2`` seeds 0, 1, 2 and ``conv-small`` seed 0, N = 10 epochs, all of MNIST (50k
 train, 10k validation, 10k test), float32, NumPy. Runs are checkpointed under
 ``$DRMM_REF_RUNS`` (default ``~/.cache/drmm_ref/runs``)``/em-vs-backprop-mnist/<net>-<model>-seed<s>``
-and resumed when the script is run again. ``--quick``: ``small2``, one seed, 3 epochs on the first
-640 training images, 300 validation / test images, from the MNIST cache when present, otherwise
-the synthetic stand-in (:func:`drmm_ref.learning.synthetic_digits`); it records ``measured`` only.
+and resumed when the script is run again; ``python -m validation.em_vs_backprop_mnist --commands`` prints
+their ``drmm-ref train`` commands (``results/runs/em-vs-backprop-mnist/run.sh`` runs them). ``--quick``:
+``small2``, one seed, 3 epochs on the first 640 training images, 300 validation / test images, from the
+MNIST cache when present, otherwise the synthetic stand-in (:func:`drmm_ref.learning.synthetic_digits`); it
+records ``measured`` only.
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ def runs_root() -> Path:
 def full_config(model: str, net: str, seed: int) -> TrainConfig:
     """The configuration of one --full run (also what `drmm-ref train` uses with its defaults)."""
     return TrainConfig(model=model, net=net, epochs=FULL["epochs"], seed=seed)
+
+
+def full_commands() -> list[str]:
+    """The --full run's training commands (``drmm-ref train`` with its defaults makes :func:`full_config`)."""
+    return [f"drmm-ref train --model {model} --net {net} --epochs {FULL['epochs']} --seed {seed} "
+            f"--out {runs_root() / f'{net}-{model}-seed{seed}'} --offline"
+            for net, seed in FULL["runs"] for model in ("dcn", "drmm")]
 
 
 def _first_reach(curve: dict, threshold: float) -> tuple[float | None, int | None, float | None]:
@@ -176,7 +185,8 @@ def run(args) -> Result:
                      f"{_fmt(v['drmm']['T_epochs'])}/{_fmt(v['dcn']['T_epochs'])} epochs, "
                      f"EG/backprop s/epoch {v['eg_over_backprop_seconds_per_epoch']:.2f}, "
                      f"CPU-s T {_fmt(v['drmm']['T_cpu_seconds'])}/{_fmt(v['dcn']['T_cpu_seconds'])}")
-    summary = "; ".join(parts) + (f"; PASS_seconds={pass_s}, PASS_epochs={pass_e}" if args.mode == "full"
+    on = "" if is_mnist else "synthetic stand-in, not MNIST: "  # quick runs without the MNIST cache
+    summary = on + "; ".join(parts) + (f"; PASS_seconds={pass_s}, PASS_epochs={pass_e}" if args.mode == "full"
                                   else f"; reduced run, no verdict (would read PASS_seconds={pass_s})")
     source = data.source if is_mnist else data.source + " (MNIST cache absent)"
     extra = () if args.mode == "full" else (
@@ -198,5 +208,9 @@ if __name__ == "__main__":
     import sys
 
     from ._claim import exit_code
+
+    if sys.argv[1:] == ["--commands"]:
+        print("\n".join(full_commands()))
+        sys.exit(0)
 
     sys.exit(exit_code(main()))

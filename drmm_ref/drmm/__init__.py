@@ -12,7 +12,7 @@ One idea per module:
 * :mod:`.enumerate` -- brute-force oracle over every latent configuration, for tiny nets only.
 """
 
-from .backward import Gradients, backward, render_vjp
+from .backward import Gradients, backward, backward_and_render, render_vjp
 from .inference import BottomUp, bottom_up, class_scores, log_joint, log_prior_latents, top_down
 from .latents import Latents
 from .network import PRESETS, Layer, Network, preset
@@ -24,5 +24,5 @@ __all__ = [
     "BottomUp", "DRMMParams", "Gradients", "Latents", "Layer", "Network", "PRESETS", "RelaxationReport",
     "Rendering", "Sample", "backward", "bottom_up", "class_scores", "draw_latents", "expected_rendering",
     "init_params", "log_joint", "log_prior_latents", "preset", "relaxation_report", "render", "rendered_negativity", "render_layer",
-    "render_vjp", "sample", "template_maps", "top_down",
+    "render_vjp", "backward_and_render", "sample", "template_maps", "top_down",
 ]

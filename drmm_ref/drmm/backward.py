@@ -27,13 +27,14 @@ import math
 from typing import Any
 
 from .. import _backend
-from .. import primitives as P
+from ..primitives import batchlast as BL
+from ..primitives.conv import to_batch_last, to_nchw
 from ._common import one_hot
 from .inference import BottomUp
 from .params import DRMMParams, template_maps
-from .render import Rendering
+from .render import Rendering, _down_layer_bl, _top_bl
 
-__all__ = ["Gradients", "backward", "render_vjp"]
+__all__ = ["Gradients", "backward", "backward_and_render", "render_vjp"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,7 +64,89 @@ def _fold_templates(params: DRMMParams, full: Any) -> Any:
     return full
 
 
-def backward(params: DRMMParams, forward: BottomUp, grad_scores: Any, *, parameters: bool = True) -> Gradients:
+def _check_backward_args(params: DRMMParams, forward: Any, grad_scores: Any) -> None:
+    net = params.net
+    if not isinstance(forward, BottomUp):
+        raise TypeError(f"forward must be the BottomUp returned by bottom_up, got {type(forward).__name__}")
+    _backend.get_namespace(grad_scores, params.class_templates, names=("grad_scores", "params.class_templates"))
+    n = forward.scores.shape[0]
+    if tuple(grad_scores.shape) != (n, net.n_classes):
+        raise ValueError(f"grad_scores must have shape ({n}, {net.n_classes}), got {tuple(grad_scores.shape)}")
+    if grad_scores.dtype != params.dtype:
+        raise TypeError(f"grad_scores has dtype {grad_scores.dtype} but the parameters are {params.dtype}")
+
+
+def _top_cotangent_bl(params: DRMMParams, grad_scores: Any) -> Any:
+    """``hbar^(L) = sum_c sbar_c mu_c`` in the batch-last layout ``(C_L, H_L, W_L, N)``: one product."""
+    xp = params.xp
+    mu = template_maps(params)
+    flat_mu = xp.reshape(mu, (mu.shape[0], math.prod(mu.shape[1:])))  # (K, D_L)
+    g = xp.matmul(xp.matrix_transpose(flat_mu), xp.matrix_transpose(grad_scores))  # (D_L, N)
+    return xp.reshape(g, tuple(mu.shape[1:]) + (grad_scores.shape[0],))
+
+
+def _template_cotangent(params: DRMMParams, weights_nk: Any, top_bl: Any) -> Any:
+    """``mubar = W^T h`` for per-example weights ``(N, K)`` and batch-last maps ``(C_L, H_L, W_L, N)``."""
+    xp = params.xp
+    n = top_bl.shape[-1]
+    flat = xp.reshape(top_bl, (math.prod(top_bl.shape[:-1]), n))  # (D_L, N)
+    mubar = xp.matrix_transpose(xp.matmul(flat, weights_nk))  # (K, D_L)
+    return _fold_templates(params, xp.reshape(mubar, (weights_nk.shape[1],) + tuple(top_bl.shape[:-1])))
+
+
+def _down_cotangent(params: DRMMParams, forward: BottomUp, g: Any, parameters: bool, input_gradient: bool,
+                    classes: Any = None, relu_topdown: bool = False) -> tuple[Any, list, list, tuple | None]:
+    r"""The reverse of the bottom-up pass from ``g = hbar^(L)`` (batch-last), optionally rendering ``classes`` with it.
+
+    Per layer, from L down to 1 (``relu_vjp`` folded into the switches, since ``[u > 0]`` at the
+    window's first maximum is ``a``; a layer without pooling has ``a = [u > 0]``):
+
+    .. math:: \bar u^{(l)} = \mathrm{unpool}(a^{(l)} \bar h^{(l)}, t^{(l)}),\quad
+              \bar W^{(l)} = \mathrm{conv2d\_vjp\_weight}(\bar u^{(l)}, h^{(l-1)}),\quad
+              \bar h^{(l-1)} = \mathrm{conv2d\_transpose}(\bar u^{(l)}, W^{(l)})
+
+    With ``classes``, the class templates ``mu_c`` go down beside ``g`` as a second signal through the
+    same operators (SPEC §2, "two facts about cost": the rendering operator is the same linear map),
+    one unpooling and one transposed convolution per layer with twice the columns; returns their
+    partial renderings (batch-last) and unpooled maps too.
+    """
+    xp, net = params.xp, params.net
+    render_too = classes is not None
+    if render_too:
+        x = xp.stack([g, _top_bl(params, classes, xp)], axis=1)  # (C_L, 2, H_L, W_L, N)
+        zs, vs = [x[:, 1, ...]], [None] * net.L
+    wbar, bbar = [None] * net.L, [None] * net.L
+    for l in range(net.L, 0, -1):
+        layer = net.layers[l - 1]
+        t = to_batch_last(forward.latents.positions[l - 1], xp)
+        a = to_batch_last(forward.latents.switches[l - 1], xp)
+        skip_image = l == 1 and not input_gradient  # the image cotangent is not wanted
+        v, out = _down_layer_bl(x if render_too else g, t, a, params.filters[l - 1], layer.padding, layer.pool, xp,
+                                transpose=not skip_image)
+        gu = v[:, 0, ...] if render_too else v
+        if parameters:
+            h_prev = to_batch_last(forward.features[l - 1], xp)
+            wbar[l - 1] = BL.conv2d_weight_grad_bl(gu, h_prev, layer.kernel, layer.padding, xp)
+            bbar[l - 1] = xp.sum(xp.reshape(gu, (gu.shape[0], math.prod(gu.shape[1:]))), axis=1)
+        if render_too:
+            vs[l - 1] = v[:, 1, ...]
+            if skip_image:  # only the rendering goes through layer 1's transposed convolution
+                zs.append(BL.conv2d_transpose_bl(vs[0], params.filters[0], layer.padding, xp))
+                g = None
+            else:
+                g, z = out[:, 0, ...], out[:, 1, ...]
+                if relu_topdown:  # the rendering's partial renderings of levels >= 1 pass a ReLU (SPEC §5)
+                    z = xp.maximum(z, xp.zeros((), dtype=z.dtype, device=params.device))
+                    out = xp.stack([g, z], axis=1)
+                x = out
+                zs.append(z)
+        else:
+            g = out
+    return g, wbar, bbar, ((tuple(reversed(zs)), tuple(vs)) if render_too else None)
+
+
+def backward(params: DRMMParams, forward: BottomUp, grad_scores: Any, *, parameters: bool = True,
+             input_gradient: bool = True, check: bool = True) -> Gradients:
     """Vector-Jacobian product of the bottom-up scores with respect to the images and the parameters.
 
     Parameters
@@ -77,47 +160,65 @@ def backward(params: DRMMParams, forward: BottomUp, grad_scores: Any, *, paramet
         (``backward(params, fw, one_hot(c))`` gives ``d s_c / d I`` in ``.input``).
     parameters : bool, default True
         Also return the parameter cotangents (False skips the weight-gradient products).
+    input_gradient : bool, default True
+        Also return the image cotangent (training does not need it: False skips layer 1's
+        transposed convolution).
+    check : bool, default True
+        Check the arguments (a training step that made them itself passes False).
 
     Returns
     -------
     Gradients
     """
     xp, net = params.xp, params.net
-    if not isinstance(forward, BottomUp):
-        raise TypeError(f"forward must be the BottomUp returned by bottom_up, got {type(forward).__name__}")
-    _backend.get_namespace(grad_scores, params.class_templates, names=("grad_scores", "params.class_templates"))
-    n = forward.scores.shape[0]
-    if tuple(grad_scores.shape) != (n, net.n_classes):
-        raise ValueError(f"grad_scores must have shape ({n}, {net.n_classes}), got {tuple(grad_scores.shape)}")
-    if grad_scores.dtype != params.dtype:
-        raise TypeError(f"grad_scores has dtype {grad_scores.dtype} but the parameters are {params.dtype}")
-    mu = template_maps(params)
-    top = forward.features[net.L]
-    dims = math.prod(top.shape[1:])
-    flat_mu = xp.reshape(mu, (net.n_classes, dims))
-    g = xp.reshape(xp.matmul(grad_scores, flat_mu), tuple(top.shape))
-    wbar, bbar = [None] * net.L, [None] * net.L
-    for l in range(net.L, 0, -1):
-        layer = net.layers[l - 1]
-        u = forward.preactivations[l - 1]
-        if layer.pool > 1:
-            g = P.maxpool2d_vjp(g, forward.latents.positions[l - 1], layer.pool, xp=xp)
-        g = P.relu_vjp(g, u, xp=xp)
-        if parameters:
-            wbar[l - 1] = P.conv2d_vjp_weight(g, forward.features[l - 1], layer.padding, xp=xp)
-            bbar[l - 1] = xp.sum(g, axis=(0, 2, 3))
-        g = P.conv2d_vjp_input(g, params.filters[l - 1], layer.padding, xp=xp)
+    if check:
+        _check_backward_args(params, forward, grad_scores)
+    g = _top_cotangent_bl(params, grad_scores)
+    top = to_batch_last(forward.features[net.L], xp)
+    g, wbar, bbar, _ = _down_cotangent(params, forward, g, parameters, input_gradient)
+    image = to_nchw(g, xp) if input_gradient else None
     if not parameters:
-        return Gradients(input=g)
-    flat_top = xp.reshape(top, (n, dims))
-    mubar = xp.reshape(xp.matmul(xp.matrix_transpose(grad_scores), flat_top), tuple(mu.shape))
-    return Gradients(input=g, filters=tuple(wbar), biases=tuple(bbar),
-                     class_templates=_fold_templates(params, mubar), class_biases=xp.sum(grad_scores, axis=0))
+        return Gradients(input=image)
+    return Gradients(input=image, filters=tuple(wbar), biases=tuple(bbar),
+                     class_templates=_template_cotangent(params, grad_scores, top),
+                     class_biases=xp.sum(grad_scores, axis=0))
+
+
+def backward_and_render(params: DRMMParams, forward: BottomUp, grad_scores: Any, classes: Any, *,
+                        relu_topdown: bool = False) -> tuple[Gradients, Rendering]:
+    """One fused downward pass: the parameter cotangents of the scores and the rendering of ``classes``.
+
+    Equal to ``(backward(params, forward, grad_scores, input_gradient=False),
+    render(params, classes, forward.latents))``: by D2 the cotangent's way down and the rendering
+    of a template through the bottom-up latents apply the same linear map per layer (unpool at
+    ``t`` with the switches, then ``conv2d_transpose``), so both go down together as two signals
+    with twice the columns per product (SPEC §2, "two facts about cost"). This is the EG step's
+    pass; the image cotangent is not computed. ``relu_topdown`` renders as ``render(...,
+    relu_topdown=True)`` (the cotangent half is not clipped). No argument checks (``classes`` must be an int64
+    array of shape (N,) in ``[0, K)``; ``grad_scores`` of shape (N, K) in the parameters' dtype).
+
+    Returns
+    -------
+    Gradients
+        ``filters``, ``biases``, ``class_templates``, ``class_biases`` (``input`` is None).
+    Rendering
+        Every partial rendering, with the unpooled maps kept for :func:`render_vjp`.
+    """
+    from .render import Rendering
+
+    xp, net = params.xp, params.net
+    g = _top_cotangent_bl(params, grad_scores)
+    top = to_batch_last(forward.features[net.L], xp)
+    _, wbar, bbar, (zs, vs) = _down_cotangent(params, forward, g, True, False, classes, relu_topdown)
+    grads = Gradients(filters=tuple(wbar), biases=tuple(bbar),
+                      class_templates=_template_cotangent(params, grad_scores, top),
+                      class_biases=xp.sum(grad_scores, axis=0))
+    return grads, Rendering(tuple(to_nchw(z, xp) for z in zs), classes, forward.latents, vs, relu_topdown)
 
 
 def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
                grad_renderings: dict[int, Any] | None = None) -> Gradients:
-    """Cotangents of the filters and class templates of a rendering at fixed latents and classes.
+    r"""Cotangents of the filters and class templates of a rendering at fixed latents and classes.
 
     For a scalar objective ``f(z^(0), ..., z^(L-1))`` of the partial renderings of
     ``rendering = render(params, classes, latents)``, given ``zbar^(0) = grad_image`` and any
@@ -126,10 +227,14 @@ def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
 
     .. math::
 
-        \\bar W^{(l)} = \\mathrm{conv2d\\_transpose\\_vjp\\_weight}(\\bar z^{(l-1)}, v^{(l)}),\\quad
-        \\bar z^{(l)} \\mathrel{+}= a \\odot \\mathrm{select}_t(\\mathrm{conv2d}(\\bar z^{(l-1)}, W^{(l)}))
+        \bar W^{(l)} = \mathrm{conv2d\_transpose\_vjp\_weight}(\bar z^{(l-1)}, v^{(l)}),\quad
+        \bar z^{(l)} \mathrel{+}= a \odot \mathrm{select}_t(\mathrm{conv2d}(\bar z^{(l-1)}, W^{(l)}))
 
-    and ``mubar_c = sum_{n: c_n = c} zbar^(L)_n``.
+    and ``mubar_c = sum_{n: c_n = c} zbar^(L)_n``. For a ``relu_topdown`` rendering the cotangent of
+    ``z^(l-1)``, l >= 2, is first multiplied by the ReLU's mask ``[z^(l-1) > 0]`` (``relu'(0) = 0``). The
+    unfolded ``zbar^(l-1)`` serves both the
+    convolution and the weight gradient; the unpooled maps ``v^(l)`` are the rendering's own
+    (:attr:`Rendering.unpooled`) when it kept them.
 
     Parameters
     ----------
@@ -158,25 +263,28 @@ def render_vjp(params: DRMMParams, rendering: Rendering, grad_image: Any = None,
         g = extra[0] if g is None else g + extra[0]
     if g is None:
         g = xp.zeros(tuple(rendering.renderings[0].shape), dtype=params.dtype, device=params.device)
+    g = to_batch_last(g, xp)
     lat = rendering.latents
-    zero = xp.zeros((), dtype=params.dtype, device=params.device)
     wbar = [None] * net.L
     for l in range(1, net.L + 1):
         layer = net.layers[l - 1]
-        t, a = lat.positions[l - 1], lat.switches[l - 1]
-        v = xp.where(a, rendering.renderings[l], zero)
+        t, a = to_batch_last(lat.positions[l - 1], xp), to_batch_last(lat.switches[l - 1], xp)
+        if rendering.unpooled is not None:
+            v = rendering.unpooled[l - 1]
+        else:
+            v, _ = _down_layer_bl(to_batch_last(rendering.renderings[l], xp), t, a, None, layer.padding, layer.pool,
+                                  xp, transpose=False)
+        if rendering.relu_topdown and l > 1:  # through the ReLU that made z^(l-1) from Lambda^(l) z^(l)
+            z_prev = to_batch_last(rendering.renderings[l - 1], xp)
+            g = BL.mask(g, z_prev > 0, xp)
+        cols = BL.unfold(g, layer.kernel, layer.padding, xp)
+        wbar[l - 1] = BL.conv2d_weight_grad_bl(v, g, layer.kernel, layer.padding, xp, cols=cols)
+        w = params.filters[l - 1]
+        gv = xp.reshape(xp.matmul(BL.weight_matrix(w, xp), cols), (w.shape[0],) + tuple(v.shape[1:]))
         if layer.pool > 1:
-            v = P.unpool2d(v, t, layer.pool, xp=xp)
-        wbar[l - 1] = P.conv2d_transpose_vjp_weight(g, v, layer.padding, xp=xp)
-        gv = P.conv2d_transpose_vjp_input(g, params.filters[l - 1], layer.padding, xp=xp)
-        if layer.pool > 1:
-            gv = P.unpool2d_vjp_values(gv, t, layer.pool, xp=xp)
-        g = xp.where(a, gv, zero)
+            gv = BL.select_bl(gv, t, layer.pool, xp)
+        g = BL.mask(gv, a, xp)
         if l in extra:
-            g = g + extra[l]
-    n = g.shape[0]
-    dims = math.prod(g.shape[1:])
+            g = g + to_batch_last(extra[l], xp)
     oh = one_hot(rendering.classes, net.n_classes, params.dtype, xp)  # (N, K)
-    mubar = xp.matmul(xp.matrix_transpose(oh), xp.reshape(g, (n, dims)))
-    mubar = xp.reshape(mubar, (net.n_classes,) + tuple(g.shape[1:]))
-    return Gradients(filters=tuple(wbar), class_templates=_fold_templates(params, mubar))
+    return Gradients(filters=tuple(wbar), class_templates=_template_cotangent(params, oh, g))

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
-from .. import primitives as P
-from ._common import as_classes, channel_bias, check_images
+from ..primitives import batchlast as BL
+from ..primitives.conv import to_batch_last, to_nchw
+from ._common import as_classes, check_finite_output, check_images
 from .latents import Latents, check_latents
 from .params import DRMMParams, template_maps
 from .render import Rendering, render
@@ -72,37 +73,54 @@ class BottomUp:
 
 def class_scores(params: DRMMParams, top: Any) -> Any:
     """``s_c = <mu_c, h^(L)> + b_c`` for ``top = h^(L)`` of shape (N, C_L, H_L, W_L); returns (N, K)."""
+    return _scores_bl(params, to_batch_last(top, params.xp))
+
+
+def _scores_bl(params: DRMMParams, top_bl: Any) -> Any:
+    """Scores from the batch-last ``h^(L)`` of shape (C_L, H_L, W_L, N): one ``(K, D_L) @ (D_L, N)`` product."""
     xp = params.xp
     mu = template_maps(params)
-    n = top.shape[0]
-    flat_h = xp.reshape(top, (n, math.prod(top.shape[1:])))
     flat_mu = xp.reshape(mu, (mu.shape[0], math.prod(mu.shape[1:])))
-    return xp.matmul(flat_h, xp.matrix_transpose(flat_mu)) + xp.reshape(params.class_biases, (1, mu.shape[0]))
+    flat_h = xp.reshape(top_bl, (flat_mu.shape[1], top_bl.shape[-1]))
+    return xp.matrix_transpose(xp.matmul(flat_mu, flat_h)) + xp.reshape(params.class_biases, (1, mu.shape[0]))
 
 
-def bottom_up_layer(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, Any]:
-    """One layer of the bottom-up pass: ``h^(l-1) -> (u^(l), h^(l), t^(l), a^(l))`` (no argument checks).
+def _up_layer_bl(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, Any]:
+    """One bottom-up layer on batch-last maps ``(C, H, W, N)``: ``h^(l-1) -> (u^(l), h^(l), t^(l), a^(l))``.
 
     ``maxpool(relu(u)) = relu(maxpool(u))`` with the same first maximum wherever the window maximum
     is positive; where it is 0 every ``u <= 0`` and SPEC's position is 0. So ``u`` is pooled first
-    and ``t`` set to 0 where ``a = 0`` (the ReLU then runs on the pooled grid).
+    and ``t`` set to 0 where ``a = 0`` (the ReLU then runs on the pooled grid). A layer without
+    pooling has ``t = 0`` everywhere (a broadcast, read-only zero array).
     """
     xp = params.xp
     layer = params.net.layers[l - 1]
-    u = P.conv2d(h, params.filters[l - 1], layer.padding, xp=xp) + channel_bias(params.biases[l - 1], xp)
+    u = BL.conv2d_bl(h, params.filters[l - 1], layer.padding, xp)
+    u = u + xp.reshape(params.biases[l - 1], (u.shape[0], 1, 1, 1))
+    zero = xp.zeros((), dtype=u.dtype, device=_backend.device_of(u))
     if layer.pool > 1:
-        m, t = P.maxpool2d(u, layer.pool, xp=xp)
-        h = P.relu(m, xp=xp)
+        m, t = BL.maxpool_bl(u, layer.pool, xp)
+        h = xp.maximum(m, zero)
         a = h > 0  # = [select_t(u) > 0]
-        t = xp.where(a, t, xp.zeros((), dtype=t.dtype, device=_backend.device_of(t)))
+        t = t * xp.astype(a, t.dtype)  # SPEC: t = 0 where the switch is off
     else:
-        h = P.relu(u, xp=xp)
+        h = xp.maximum(u, zero)
         a = h > 0
-        t = xp.zeros(h.shape, dtype=xp.int64, device=_backend.device_of(h))
+        t = xp.broadcast_to(xp.zeros((1, 1, 1, 1), dtype=xp.int64, device=_backend.device_of(h)), tuple(h.shape))
     return u, h, t, a
 
 
-def bottom_up(params: DRMMParams, images: Any) -> BottomUp:
+def bottom_up_layer(params: DRMMParams, l: int, h: Any) -> tuple[Any, Any, Any, Any]:
+    """One layer of the bottom-up pass on NCHW maps: ``h^(l-1) -> (u^(l), h^(l), t^(l), a^(l))`` (no argument checks).
+
+    See :func:`_up_layer_bl`; the results are NCHW views of batch-last arrays.
+    """
+    xp = params.xp
+    out = _up_layer_bl(params, l, to_batch_last(h, xp))
+    return tuple(to_nchw(v, xp) for v in out)
+
+
+def bottom_up(params: DRMMParams, images: Any, *, check: bool = True) -> BottomUp:
     """The DCN forward = max-sum inference of the DRMM's latents, bottom up (SPEC §2).
 
     Parameters
@@ -110,12 +128,17 @@ def bottom_up(params: DRMMParams, images: Any) -> BottomUp:
     params : DRMMParams
     images : array of shape (N, C_0, H_0, W_0)
         Same namespace, device and dtype as the parameters; finite.
+    check : bool, default True
+        Check the images (shape, dtype, namespace, finiteness) and that no pre-activation or score
+        overflowed the dtype (one reduction and host synchronisation per layer). A training loop
+        that has checked its data set once passes False (its divergence check sees the objective).
 
     Returns
     -------
     BottomUp
         Feature maps ``h^(0..L)``, pre-activations ``u^(1..L)``, latents ``(t, a)`` per layer and
-        scores ``s`` of shape (N, K).
+        scores ``s`` of shape (N, K). The maps are NCHW views of the batch-last ``(C, H, W, N)``
+        arrays the pass computes (see :mod:`drmm_ref.primitives.batchlast`).
 
     Raises
     ------
@@ -124,17 +147,22 @@ def bottom_up(params: DRMMParams, images: Any) -> BottomUp:
     TypeError
         Wrong dtype, or another namespace than the parameters.
     """
-    check_images(params, images)
-    net = params.net
-    h = images
+    if check:
+        check_images(params, images)
+    xp, net = params.xp, params.net
+    h = to_batch_last(images, xp)
     features, pre, positions, switches = [images], [], [], []
     for l in range(1, net.L + 1):
-        u, h, t, a = bottom_up_layer(params, l, h)
-        pre.append(u)
-        features.append(h)
-        positions.append(t)
-        switches.append(a)
-    scores = class_scores(params, h)
+        u, h, t, a = _up_layer_bl(params, l, h)
+        if check:  # finite images whose pre-activations overflow the dtype: an error, not a silent -inf -> 0
+            check_finite_output(u, f"bottom_up pre-activations of layer {l}")
+        pre.append(to_nchw(u, xp))
+        features.append(to_nchw(h, xp))
+        positions.append(to_nchw(t, xp))
+        switches.append(to_nchw(a, xp))
+    scores = _scores_bl(params, h)
+    if check:
+        check_finite_output(scores, "bottom_up scores")
     return BottomUp(tuple(features), tuple(pre), Latents(tuple(positions), tuple(switches)), scores)
 
 
@@ -210,4 +238,5 @@ def log_joint(params: DRMMParams, images: Any, classes: Any, latents: Latents) -
     d = params.net.n_pixels
     resid = xp.sum((images - mu) ** 2, axis=(1, 2, 3))
     log_pc = xp.take(xp.log(params.class_prior), cls, axis=0)
-    return -resid / (2 * s2) - 0.5 * d * math.log(2 * math.pi * s2) + log_pc + log_prior_latents(params, latents)
+    result = -resid / (2 * s2) - 0.5 * d * math.log(2 * math.pi * s2) + log_pc + log_prior_latents(params, latents)
+    return check_finite_output(result, "log_joint")

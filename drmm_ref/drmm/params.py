@@ -33,15 +33,31 @@ from ..numerics import dtype_name
 from ._common import host_rng
 from .network import Network
 
-__all__ = ["DRMMParams", "init_params", "template_maps"]
+__all__ = ["DRMMParams", "NonFiniteParameters", "init_params", "template_maps"]
+
+
+class NonFiniteParameters(ValueError):
+    """A parameter array holds NaN or inf (e.g. after a diverging optimiser step).
+
+    Attributes
+    ----------
+    field : str
+        The offending field (``"filters[1] (layer 2)"``, ``"class_templates"``, ...).
+    """
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DRMMParams:
     """Parameters of a DRMM and of the DCN that runs its max-sum inference (SPEC §2).
 
-    All arrays share one namespace, device and floating dtype; the constructor checks their
-    shapes against ``net`` and raises ``ValueError`` naming the offending field and layer.
+    All arrays share one namespace, device and floating dtype (float32 or float64); the
+    constructor checks their shapes against ``net`` and their values (every entry finite) and
+    raises ``ValueError`` naming the offending field and layer (:class:`NonFiniteParameters` for
+    NaN or inf, so a diverged optimiser step cannot produce parameters that silently give NaN).
     Instances compare by identity (arrays have no single truth value); ``replace`` makes a
     checked copy.
 
@@ -91,7 +107,7 @@ class DRMMParams:
                  + ["class_templates", "class_biases", "class_prior", "switch_prior"])
         xp = _backend.get_namespace(*arrays, names=tuple(names))
         dtype = self.class_templates.dtype
-        if not xp.isdtype(dtype, "real floating"):
+        if not (dtype == xp.float32 or dtype == xp.float64):
             raise TypeError(f"class_templates must be float32 or float64, got dtype {dtype}")
         expected = ([net.filter_shapes[i] for i in range(net.L)] + [(ly.channels,) for ly in net.layers]
                     + [net.template_shape, (net.n_classes,), (net.n_classes,), (net.L,)])
@@ -100,6 +116,14 @@ class DRMMParams:
                 raise TypeError(f"{name} has dtype {a.dtype} but class_templates has {dtype}; use one dtype")
             if tuple(a.shape) != tuple(shape):
                 raise ValueError(f"{name} has shape {tuple(a.shape)} but network {net.name!r} needs {tuple(shape)}")
+        finite = [xp.all(xp.isfinite(a)) for a in arrays]
+        all_finite = finite[0]
+        for f in finite[1:]:
+            all_finite = xp.logical_and(all_finite, f)
+        if not bool(all_finite):  # one host synchronisation; the culprit is looked for only on failure
+            name = next(n for n, f in zip(names, finite) if not bool(f))
+            raise NonFiniteParameters(f"{name} contains NaN or inf; every parameter must be finite "
+                                      "(a diverged training step? lower the learning rate)", name)
         try:
             s2 = float(self.noise_variance)
         except (TypeError, ValueError):
@@ -164,7 +188,8 @@ def init_params(net: Network, seed: Any = 0, *, d1_condition: bool = False, bias
 
     Parameters
     ----------
-    net : Network
+    net : Network or str
+        A network, or the name of a preset (:func:`~drmm_ref.drmm.preset`).
     seed : int, SeedSequence or Generator, default 0
     d1_condition : bool, default False
         Make every partial rendering non-negative (SPEC §2, D1): filters of layers ``2..L`` and the
@@ -187,6 +212,17 @@ def init_params(net: Network, seed: Any = 0, *, d1_condition: bool = False, bias
     -------
     DRMMParams
     """
+    if isinstance(net, str):
+        from .network import preset
+
+        net = preset(net)
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a drmm_ref Network or a preset name, got {type(net).__name__}")
+    dtype = dtype_name(dtype)
+    for name, v in (("bias_scale", bias_scale), ("class_bias_scale", class_bias_scale),
+                    ("weight_gain", weight_gain)):
+        if not (math.isfinite(float(v)) and float(v) >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {v}")
     if d1_condition and (bias_scale or class_bias_scale):
         raise ValueError("d1_condition=True needs zero biases: leave bias_scale and class_bias_scale at 0")
     rng = host_rng(seed)

@@ -24,14 +24,17 @@ what level l alone determines (the figure of coarse-to-fine rendering uses it).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
 
 from .. import _backend
 from .. import primitives as P
+from ..primitives import batchlast as BL
+from ..primitives.conv import to_batch_last, to_nchw
 from ..numerics import dtype_name
-from ._common import as_classes, host_rng
+from ._common import as_classes, check_count, host_rng
 from .latents import Latents, check_latents
 from .params import DRMMParams, template_maps
 
@@ -49,11 +52,18 @@ class Rendering:
         ``mu_{c,g}`` (the top-down reconstruction ``x_hat`` when the latents come from ``bottom_up``).
     classes : int64 array of shape (N,)
     latents : Latents
+    unpooled : tuple of L arrays or None
+        The unpooled maps ``v^(l) = unpool2d(a^(l) z^(l), t^(l))`` in the batch-last layout
+        ``(C_l, H_{l-1}', W_{l-1}', N)`` that :func:`render` made on the way down; :func:`render_vjp`
+        reuses them instead of unpooling again. None when the rendering was built elsewhere.
     """
 
     renderings: tuple[Any, ...]
     classes: Any
     latents: Latents
+    unpooled: tuple[Any, ...] | None = dataclasses.field(default=None, repr=False)
+    #: True when made with ``render(..., relu_topdown=True)``: ``z^(l) = relu(Lambda^(l+1) z^(l+1))`` for l = 1..L-1.
+    relu_topdown: bool = False
 
     @property
     def image(self) -> Any:
@@ -76,6 +86,26 @@ class Sample:
     rendering: Rendering
 
 
+def _down_layer_bl(z: Any, positions: Any, switches: Any, weight: Any, padding: int, pool: int, xp: Any,
+                   *, transpose: bool = True) -> tuple[Any, Any]:
+    """One rendering operator on batch-last maps: ``v = unpool(a z, t)``, ``conv2d_transpose(v, W)``.
+
+    ``z`` is ``(C_l, H_l, W_l, N)``, or ``(C_l, S, H_l, W_l, N)`` for ``S`` signals that share the
+    latents (``positions`` and ``switches`` are ``(C_l, H_l, W_l, N)`` and broadcast over ``S``).
+    Returns ``(v, Lambda z)``; with ``transpose=False`` only ``v`` (the second value is None).
+    """
+    if z.ndim == 5:
+        shape = tuple(positions.shape)
+        positions = xp.reshape(positions, (shape[0], 1) + shape[1:])
+        switches = xp.reshape(switches, (shape[0], 1) + shape[1:])
+    v = BL.mask(z, switches, xp)
+    if pool > 1:
+        v = BL.unpool_bl(v, positions, pool, xp)
+    if not transpose:
+        return v, None
+    return v, BL.conv2d_transpose_bl(v, weight, padding, xp)
+
+
 def render_layer(z: Any, positions: Any, switches: Any, weight: Any, padding: int, pool: int, *, xp: Any = None) -> Any:
     """One rendering operator ``Lambda^(l)_{g^(l)} z`` (SPEC §2).
 
@@ -95,21 +125,28 @@ def render_layer(z: Any, positions: Any, switches: Any, weight: Any, padding: in
     array of shape (N, C_{l-1}, H_{l-1}, W_{l-1})
     """
     xp = _backend.get_namespace(z, positions, switches, weight, xp=xp, names=("z", "positions", "switches", "weight"))
-    v = xp.where(switches, z, xp.zeros((), dtype=z.dtype, device=_backend.device_of(z)))
-    if pool > 1:
-        v = P.unpool2d(v, positions, pool, xp=xp)
-    return P.conv2d_transpose(v, weight, padding, xp=xp)
+    _, out = _down_layer_bl(to_batch_last(z, xp), to_batch_last(positions, xp), to_batch_last(switches, xp), weight,
+                            padding, pool, xp)
+    return to_nchw(out, xp)
 
 
-def _top(params: DRMMParams, classes: Any, xp: Any) -> Any:
+def _top_bl(params: DRMMParams, classes: Any, xp: Any) -> Any:
+    """Batch-last class templates ``(C_L, H_L, W_L, N)`` of ``classes``: columns of the ``(D_L, K)`` template matrix."""
     mu = template_maps(params)
-    return xp.take(mu, classes, axis=0)
+    k = mu.shape[0]
+    flat = xp.matrix_transpose(xp.reshape(mu, (k, math.prod(mu.shape[1:]))))  # (D_L, K)
+    return xp.reshape(xp.take(flat, classes, axis=1), tuple(mu.shape[1:]) + (classes.shape[0],))
 
 
-def render(params: DRMMParams, classes: Any, latents: Latents) -> Rendering:
+def render(params: DRMMParams, classes: Any, latents: Latents, *, check: bool = True,
+           relu_topdown: bool = False) -> Rendering:
     """Render class templates through the latents: ``z^(L) = mu_c``, ``z^(l-1) = Lambda^(l) z^(l)`` (SPEC §2).
 
-    Linear in the class template and in each layer's filters (for fixed latents).
+    Linear in the class template and in each layer's filters (for fixed latents). With
+    ``relu_topdown`` the partial renderings of levels L-1..1 pass through a ReLU before the next
+    layer renders them, ``z^(l-1) = relu(Lambda^(l) z^(l))`` for l = L..2, and the image level is
+    not clipped (SPEC §5, "Non-negativity, two forms": the NIPS paper's "ReLU operation in the
+    top-down reconstruction"; D1's condition is on levels 1..L).
 
     Parameters
     ----------
@@ -118,11 +155,16 @@ def render(params: DRMMParams, classes: Any, latents: Latents) -> Rendering:
         Class of each example, in ``[0, K)``.
     latents : Latents
         Per-unit positions and switches with batch N (e.g. from :func:`sample` or ``bottom_up``).
+    check : bool, default True
+        Check the latents and classes (False: the caller guarantees them, e.g. from ``bottom_up``).
+    relu_topdown : bool, default False
+        Clip the partial renderings of levels 1..L-1 at 0 (see above).
 
     Returns
     -------
     Rendering
-        ``renderings[l] = z^(l)`` for l = 0..L; ``image = z^(0) = mu_{c,g}``.
+        ``renderings[l] = z^(l)`` for l = 0..L (NCHW views of batch-last arrays);
+        ``image = z^(0) = mu_{c,g}``; the unpooled maps kept for :func:`render_vjp`.
 
     Raises
     ------
@@ -132,16 +174,22 @@ def render(params: DRMMParams, classes: Any, latents: Latents) -> Rendering:
         Latents or classes from another namespace, wrong dtypes.
     """
     xp, net = params.xp, params.net
-    n = check_latents(net, latents, None, xp)
-    cls = as_classes(classes, net.n_classes, n, xp, params.device)
-    z = _top(params, cls, xp)
-    out = [z]
+    if check:
+        n = check_latents(net, latents, None, xp)
+        cls = as_classes(classes, net.n_classes, n, xp, params.device)
+    else:
+        cls = classes
+    z = _top_bl(params, cls, xp)
+    out, vs = [z], [None] * net.L
     for l in range(net.L, 0, -1):
         layer = net.layers[l - 1]
-        z = render_layer(z, latents.positions[l - 1], latents.switches[l - 1], params.filters[l - 1],
-                         layer.padding, layer.pool, xp=xp)
+        vs[l - 1], z = _down_layer_bl(z, to_batch_last(latents.positions[l - 1], xp),
+                                      to_batch_last(latents.switches[l - 1], xp), params.filters[l - 1],
+                                      layer.padding, layer.pool, xp)
+        if relu_topdown and l > 1:
+            z = xp.maximum(z, xp.zeros((), dtype=z.dtype, device=params.device))
         out.append(z)
-    return Rendering(tuple(reversed(out)), cls, latents)
+    return Rendering(tuple(to_nchw(z, xp) for z in reversed(out)), cls, latents, tuple(vs), relu_topdown)
 
 
 def draw_latents(params: DRMMParams, n: int, seed: Any = 0) -> Latents:
@@ -181,9 +229,7 @@ def sample(params: DRMMParams, n: int, seed: Any = 0, *, classes: Any = None, no
     -------
     Sample
     """
-    if int(n) < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    n = int(n)
+    n = check_count(n, "n")
     rng, net, xp = host_rng(seed), params.net, params.xp
     if classes is None:
         prior = _backend.to_numpy(params.class_prior).astype(np.float64)

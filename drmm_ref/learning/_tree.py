@@ -58,7 +58,9 @@ def add_trees(a: dict[str, Any], b: dict[str, Any], scale_b: float = 1.0) -> dic
     """``a + scale_b * b`` over the union of names (a missing entry counts as zero)."""
     out = dict(a)
     for name, v in b.items():
-        out[name] = scale_b * v if name not in out else out[name] + scale_b * v
+        if scale_b != 1.0:
+            v = scale_b * v
+        out[name] = v if name not in out else out[name] + v
     return out
 
 

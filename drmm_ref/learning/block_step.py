@@ -36,8 +36,13 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import _backend
 from .. import primitives as P
+from ..numerics import dtype_name
+from ..primitives._checks import int_at_least
+from ._checks import finite_nonnegative
 from ..drmm import DRMMParams, Rendering, render_layer
 from ..drmm.params import template_maps
 
@@ -63,10 +68,25 @@ class BlockOperator:
     adjoint: Any
 
 
+def _relu_mask(rendering: Rendering, level: int, xp: Any) -> Any:
+    """The fixed ReLU mask ``[z^(level) > 0]`` of a ``relu_topdown`` rendering's level 1..L-1 (None otherwise)."""
+    if not rendering.relu_topdown or not 1 <= level < len(rendering.renderings) - 1:
+        return None
+    z = rendering.renderings[level]
+    return xp.astype(z > 0, z.dtype)
+
+
 def _lower_apply(params: DRMMParams, rendering: Rendering, z: Any, level: int, xp: Any) -> Any:
-    """``Lambda^(1) ... Lambda^(level) z`` for ``z`` on level ``level``'s grid."""
+    """``Lambda^(1) ... Lambda^(level) z`` for ``z`` on level ``level``'s grid.
+
+    For a ``relu_topdown`` rendering the ReLU masks of its levels (1..level, each applied to the map
+    of that level, ``z`` included) are held fixed, like the latents (SPEC §5): the map stays linear.
+    """
     net, lat = params.net, rendering.latents
     for m in range(level, 0, -1):
+        mask = _relu_mask(rendering, m, xp)
+        if mask is not None:
+            z = z * mask
         ly = net.layers[m - 1]
         z = render_layer(z, lat.positions[m - 1], lat.switches[m - 1], params.filters[m - 1], ly.padding, ly.pool,
                          xp=xp)
@@ -83,6 +103,9 @@ def _lower_adjoint(params: DRMMParams, rendering: Rendering, g: Any, level: int,
         if ly.pool > 1:
             g = P.select2d(g, lat.positions[m - 1], ly.pool, xp=xp)
         g = xp.where(lat.switches[m - 1], g, zero)
+        mask = _relu_mask(rendering, m, xp)
+        if mask is not None:
+            g = g * mask
     return g
 
 
@@ -140,16 +163,46 @@ def block_operator(params: DRMMParams, rendering: Rendering, block: str) -> Bloc
 
 @dataclasses.dataclass(frozen=True)
 class BlockStepInfo:
-    """Trace of one block step: RC (per-pixel mean, at fixed latents) before and after each iterate."""
+    """Trace of one block step: RC (per-pixel mean, at fixed latents) before and after each iterate.
+
+    Attributes
+    ----------
+    block : str
+    rc_before : float
+        RC at the old value of the block.
+    rc_iterates : tuple of float
+        RC after each accepted CGLS iterate (from the CG recurrence, accumulated in float64);
+        non-increasing.
+    iterations : int
+        Accepted iterates (``<= k_cg``; fewer when CGLS converged or stopped on rounding noise).
+    rc_final : float or None
+        RC recomputed from the returned block (one more rendering, in the working dtype); never
+        above ``rc_before``.
+    stopped : str
+        Why the loop ended: ``"k_cg"``, ``"converged"`` (the normal-equation residual reached the
+        tolerance or the rounding level), ``"no_descent"`` (an iterate would have raised the
+        objective: rounding noise, rejected), or ``"rejected"`` (the recomputed RC was above
+        ``rc_before``; the old block is returned).
+    """
 
     block: str
     rc_before: float
     rc_iterates: tuple[float, ...]
     iterations: int
+    rc_final: float | None = None
+    stopped: str = "k_cg"
 
     @property
     def rc_after(self) -> float:
+        if self.rc_final is not None:
+            return self.rc_final
         return self.rc_iterates[-1] if self.rc_iterates else self.rc_before
+
+
+#: Rounding level of the CG quantities, in units of the working dtype's machine epsilon: once the
+#: normal-equation residual ``||A^T r||`` is below ``_NOISE_ULPS * eps * ||A|| * ||r||`` it is
+#: rounding noise of the operator, and a further iterate would divide noise by noise.
+_NOISE_ULPS = 64.0
 
 
 def block_step(params: DRMMParams, images: Any, rendering: Rendering, block: str, *, k_cg: int = 10,
@@ -171,7 +224,10 @@ def block_step(params: DRMMParams, images: Any, rendering: Rendering, block: str
     damping : float, default 0
         ``lambda >= 0``; 0 makes the first iterate the exact line search along ``-grad RC_B``.
     tol : float, default 0
-        Stop early when the squared norm of the normal-equation residual falls to ``tol`` times its first value.
+        Also stop when the squared norm of the normal-equation residual falls to ``tol`` times its
+        first value. Whatever ``tol``, the loop stops once that residual is at the rounding level
+        of the operator (below ``64 eps ||A|| ||r||``, ``eps`` of the working dtype, ``||A||``
+        estimated from the iterates' Rayleigh quotients).
 
     Returns
     -------
@@ -179,14 +235,25 @@ def block_step(params: DRMMParams, images: Any, rendering: Rendering, block: str
         The new value of the block (undamped in the mini-batch sense: the caller mixes it with
         ``theta_old``).
     BlockStepInfo
+
+    Notes
+    -----
+    In exact arithmetic every CGLS iterate lowers the damped objective
+    ``||r||^2 + lambda ||delta||^2`` while ``||delta||`` grows, so RC never rises from one iterate to
+    the next. In floating point, once the block's problem is solved (``k_cg`` above the rank of
+    ``A_B``) the recurrence runs on rounding noise and can blow up (step sizes of 1e13 were seen).
+    Three guards keep the promise: the rounding-level stop above; an iterate whose recurrence
+    objective or RC is above the previous one's is rejected and the loop stops; and RC is recomputed from
+    the returned block (one more rendering), the old block being returned should that RC exceed
+    ``rc_before``.
     """
     xp = params.xp
-    if int(k_cg) < 1:
-        raise ValueError(f"k_cg must be >= 1, got {k_cg}")
-    if not (damping >= 0 and math.isfinite(damping)):
-        raise ValueError(f"damping must be finite and >= 0, got {damping}")
+    k_cg = int_at_least(k_cg, "k_cg", 1)
+    damping = finite_nonnegative(damping, "damping")
+    tol = finite_nonnegative(tol, "tol")
     op = block_operator(params, rendering, block)
     f64, work = xp.float64, params.dtype
+    eps = float(np.finfo(dtype_name(work)).eps)
     old = params.class_templates if block == "class_templates" else params.filters[int(block.split("_")[1]) - 1]
     size = math.prod(images.shape)  # N D
     lam = float(damping) * size  # ||r||^2 + lam ||delta||^2 = 2 N D (RC_B + damping/2 ||delta||^2)
@@ -195,26 +262,50 @@ def block_step(params: DRMMParams, images: Any, rendering: Rendering, block: str
         return float(xp.sum(a * a))
 
     r = xp.astype(images, f64) - xp.astype(op.apply(old), f64)
-    rc_before = sq(r) / (2 * size)
+    rr = sq(r)
+    rc_before = rr / (2 * size)
     x = xp.zeros(tuple(old.shape), dtype=f64, device=params.device)
     s = xp.astype(op.adjoint(xp.astype(r, work)), f64)
     p = s
     gamma = gamma0 = sq(s)
-    iterates = []
-    for _ in range(int(k_cg)):
-        if gamma == 0.0 or (tol > 0 and gamma <= tol * gamma0):
+    objective = rr  # ||r||^2 + lam ||x||^2 at x = 0
+    norm_a2 = 0.0  # largest Rayleigh quotient ||A p||^2 / ||p||^2 seen: a lower estimate of ||A||^2
+    iterates, stopped = [], "k_cg"
+    if not math.isfinite(gamma0):
+        raise ValueError(f"block_step: the gradient of RC in {block} is not finite (inf or NaN); the images "
+                         "or the parameters are too large for the working dtype")
+    for _ in range(k_cg):
+        if gamma == 0.0 or (tol > 0 and gamma <= tol * gamma0) or \
+                gamma <= (_NOISE_ULPS * eps) ** 2 * max(norm_a2, 0.0) * rr:
+            stopped = "converged"
             break
+        pp = sq(p)
         q = xp.astype(op.apply(xp.astype(p, work)), f64)
-        denom = sq(q) + lam * sq(p)
-        if denom == 0.0:
+        qq = sq(q)
+        norm_a2 = max(norm_a2, qq / pp) if pp > 0 else norm_a2
+        denom = qq + lam * pp
+        alpha = gamma / denom if denom > 0 else math.inf
+        if not math.isfinite(alpha):
+            stopped = "converged"
             break
-        alpha = gamma / denom
-        x = x + alpha * p
-        r = r - alpha * q
-        iterates.append(sq(r) / (2 * size))
+        x_new = x + alpha * p
+        r_new = r - alpha * q
+        rr_new = sq(r_new)
+        objective_new = rr_new + lam * sq(x_new)
+        # In exact arithmetic both fall (||delta|| grows along CGLS); a rise in either is rounding noise (or NaN)
+        if not (objective_new <= objective and rr_new <= rr):
+            stopped = "no_descent"
+            break
+        x, r, rr, objective = x_new, r_new, rr_new, objective_new
+        iterates.append(rr / (2 * size))
         s = xp.astype(op.adjoint(xp.astype(r, work)), f64) - lam * x
         gamma_new = sq(s)
         p = s + (gamma_new / gamma) * p
         gamma = gamma_new
     theta = xp.astype(xp.astype(old, f64) + x, work)
-    return theta, BlockStepInfo(block, rc_before, tuple(iterates), len(iterates))
+    rc_final = rc_before
+    if iterates:
+        rc_final = sq(xp.astype(images, f64) - xp.astype(op.apply(theta), f64)) / (2 * size)
+        if not rc_final <= rc_before:
+            theta, rc_final, stopped = old, rc_before, "rejected"
+    return theta, BlockStepInfo(block, rc_before, tuple(iterates), len(iterates), rc_final, stopped)

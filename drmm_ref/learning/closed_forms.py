@@ -92,16 +92,23 @@ def prior_stats(estep: Any, images: Any = None) -> PriorStats:
     fw = estep.forward
     xp = _backend.get_namespace(fw.scores)
     n, k = fw.scores.shape
-    counts = np.bincount(_backend.to_numpy(estep.classes).astype(np.int64), minlength=k).astype(np.float64)
+    dev = _backend.device_of(fw.scores)
+    # every statistic reduced on the device and read with one transfer (no host synchronisation per layer)
+    onehot = xp.astype(xp.expand_dims(estep.classes, axis=1) == xp.arange(k, dtype=estep.classes.dtype, device=dev),
+                       xp.float64)
+    parts = [xp.sum(onehot, axis=0)]
     switches = estep.latents.switches
-    on = np.array([float(xp.sum(xp.astype(a, xp.float64))) for a in switches])
+    parts += [xp.reshape(xp.sum(xp.astype(a, xp.float64)), (1,)) for a in switches]
     units = np.array([float(math.prod(a.shape)) for a in switches])
-    sq, pixels = 0.0, 0
+    pixels = 0
     if estep.rendering is not None:
         img = fw.images if images is None else images
         resid = img - estep.rendering.image
-        sq = float(xp.sum(xp.astype(resid * resid, xp.float64)))
+        parts.append(xp.reshape(xp.sum(xp.astype(resid * resid, xp.float64)), (1,)))
         pixels = math.prod(img.shape)
+    host = _backend.to_numpy(xp.concat(parts, axis=0)).astype(np.float64)
+    counts, on = host[:k], host[k:k + len(switches)]
+    sq = float(host[k + len(switches)]) if pixels else 0.0
     return PriorStats(counts, on, units, sq, pixels)
 
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from .. import _backend
 from .. import primitives as P
-from ..drmm import BottomUp, DRMMParams, Rendering, bottom_up
+from ..drmm import BottomUp, DRMMParams, Rendering, bottom_up, render
+from ._checks import check_labels
 from .objectives import UNLABELLED
-from .rendering import render_cached
 
-__all__ = ["EStep", "e_step"]
+__all__ = ["EStep", "e_step", "rendered_classes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,23 +41,33 @@ class EStep:
     posterior : array of shape (N, K)
         ``q(c | I_n) = softmax(s_n)``.
     rendering : Rendering or None
-        Top-down rendering of ``c_n`` through the latents (None when ``render=False``).
-    unpooled : tuple of L arrays or None
-        The rendering's unpooled maps ``v^(l)`` (reused by the objective's gradient).
+        Top-down rendering of ``c_n`` through the latents (None when ``render_=False``); it keeps
+        its unpooled maps, which :func:`drmm_ref.drmm.render_vjp` reuses.
     """
 
     forward: BottomUp
     classes: Any
     posterior: Any
     rendering: Rendering | None
-    unpooled: tuple[Any, ...] | None = None
 
     @property
     def latents(self):
         return self.forward.latents
 
 
-def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool = True) -> EStep:
+def rendered_classes(forward: BottomUp, labels: Any) -> Any:
+    """``c_n``: the label where given, the DCN decision ``argmax_c s_c`` where absent or :data:`UNLABELLED`.
+
+    No checks and no host synchronisation (``labels``: int64 of shape (N,) or None).
+    """
+    if labels is None:
+        return forward.classes
+    xp = _backend.get_namespace(forward.scores)
+    return xp.where(labels == UNLABELLED, forward.classes, labels)
+
+
+def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool = True,
+           relu_topdown: bool = False) -> EStep:
     """Hard E-step on a batch (SPEC §3).
 
     Parameters
@@ -69,6 +79,8 @@ def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool
         whose label is ``UNLABELLED`` (-1), the DCN's ``argmax_c s_c`` is rendered.
     render_ : bool, default True
         Also run the top-down pass (needed by RC and NN; the backprop baseline skips it).
+    relu_topdown : bool, default False
+        Render with a ReLU on the partial renderings of levels 1..L-1 (SPEC §5).
 
     Returns
     -------
@@ -76,21 +88,10 @@ def e_step(params: DRMMParams, images: Any, labels: Any = None, *, render_: bool
     """
     fw = bottom_up(params, images)
     xp = _backend.get_namespace(fw.scores)
-    if labels is None:
-        classes = fw.classes
-    else:
-        if labels.ndim != 1 or labels.shape[0] != fw.scores.shape[0]:
-            raise ValueError(f"labels must have shape ({fw.scores.shape[0]},), got {tuple(labels.shape)}")
-        classes = xp.astype(labels, xp.int64)
-        k = params.net.n_classes
-        if classes.shape[0] and (bool(xp.any(classes < UNLABELLED)) or bool(xp.any(classes >= k))):
-            raise ValueError(f"labels out of range: the network has K = {k} classes (0..{k - 1}; "
-                             f"{UNLABELLED} = unlabelled)")
-        unlabelled = classes == UNLABELLED
-        if classes.shape[0] and bool(xp.any(unlabelled)):
-            classes = xp.where(unlabelled, xp.astype(fw.classes, xp.int64), classes)
+    if labels is not None:
+        check_labels(labels, int(fw.scores.shape[0]), params.net.n_classes, xp=xp)
+        labels = xp.astype(labels, xp.int64)
+    classes = rendered_classes(fw, labels)
     q = P.softmax(fw.scores, axis=1, xp=xp)
-    if not render_:
-        return EStep(fw, classes, q, None, None)
-    rendering, unpooled = render_cached(params, classes, fw.latents)
-    return EStep(fw, classes, q, rendering, unpooled)
+    rendering = render(params, classes, fw.latents, check=False, relu_topdown=relu_topdown) if render_ else None
+    return EStep(fw, classes, q, rendering)

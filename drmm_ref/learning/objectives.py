@@ -18,7 +18,7 @@ With the latents of the E-step held fixed,
     \\mathrm{BAL} = \\log K - H(\\bar q),\\qquad \\bar q = \\tfrac1N \\textstyle\\sum_n q_n
 
 where ``q_n = softmax(s_n)`` (SPEC §5: the two signs are opposite; the term states which it is).
-``BAL`` (weight ``a_BAL``, our addition for unsupervised training, issue 6) is the KL of the
+``BAL`` (weight ``a_BAL``, our addition for unsupervised training, docs/ssl.md) is the KL of the
 batch-mean prediction to uniform: minimising it spreads the batch over the classes, which
 per-example entropy minimisation alone does not (it collapses every example onto one class).
 
@@ -42,12 +42,12 @@ from typing import Any
 
 from .. import _backend
 from .. import primitives as P
-from ..drmm import DRMMParams, backward, render_vjp
-from .rendering import render_cached_vjp
+from ..drmm import DRMMParams, backward, backward_and_render, render, render_vjp
+from ._checks import check_labels
 from ._tree import add_trees, gradients_tree
 
 __all__ = ["LossWeights", "Terms", "cross_entropy", "reconstruction", "nonnegativity", "entropy_term",
-           "balance_term", "objective_and_gradients", "H_SIGNS", "UNLABELLED"]
+           "balance_term", "objective_and_gradients", "fused_objective_and_gradients", "H_SIGNS", "UNLABELLED"]
 
 H_SIGNS = ("entropy", "kl_to_prior")
 
@@ -121,10 +121,11 @@ def cross_entropy(scores: Any, labels: Any) -> tuple[Any, Any]:
     """
     xp = _backend.get_namespace(scores, labels, names=("scores", "labels"))
     n, k = scores.shape
+    check_labels(labels, n, k, check_range=False, xp=xp)  # integer, shape (N,): 0.7 is refused, not read as class 0
     dev = _backend.device_of(labels)
     onehot = xp.astype(xp.expand_dims(labels, axis=1) == xp.arange(k, dtype=labels.dtype, device=dev), scores.dtype)
     labelled = xp.astype(labels != UNLABELLED, scores.dtype)
-    n_labelled = max(int(xp.sum(xp.astype(labels != UNLABELLED, xp.int64))), 1)
+    n_labelled = xp.maximum(xp.sum(labelled), xp.ones((), dtype=scores.dtype, device=dev))  # on device: no host sync
     lse = P.logsumexp(scores, axis=1, xp=xp)
     value = xp.sum(labelled * (lse - xp.sum(onehot * scores, axis=1))) / n_labelled
     grad = xp.expand_dims(labelled, axis=1) * (P.softmax(scores, axis=1, xp=xp) - onehot) / n_labelled
@@ -203,21 +204,71 @@ def balance_term(scores: Any) -> tuple[Any, Any]:
               \\partial\\,\\mathrm{BAL} / \\partial s_{n} = q_n \\odot (\\log \\bar q - \\langle q_n, \\log \\bar q\\rangle) / N
 
     Zero when the batch's predictions are balanced over the K classes; ``log K`` when they all fall
-    on one class. Minimising it is "maximise the entropy of the batch-mean prediction" (issue 6).
+    on one class. Minimising it is "maximise the entropy of the batch-mean prediction".
+
+    Computed in the log domain, ``log qbar_c = lse_n(log q_{n,c}) - log N`` with
+    ``log q = s - lse(s)``, so a class whose mean probability underflows (scores ``[120, 0, 0]`` in
+    float32) contributes ``0 * (finite) = 0`` instead of ``0 * log 0 = NaN``.
     """
     xp = _backend.get_namespace(scores, names=("scores",))
     n, k = scores.shape
-    q = P.softmax(scores, axis=1, xp=xp)
-    qbar = xp.sum(q, axis=0, keepdims=True) / n
-    log_qbar = xp.log(qbar)
+    logq = scores - P.logsumexp(scores, axis=1, keepdims=True, xp=xp)
+    q = xp.exp(logq)
+    log_qbar = P.logsumexp(logq, axis=0, keepdims=True, xp=xp) - math.log(n)
+    qbar = xp.exp(log_qbar)
+    # a class no example gives any probability (log qbar = -inf) contributes nothing: 0 log 0 = 0
+    log_qbar = xp.where(xp.isfinite(log_qbar), log_qbar, xp.zeros((), dtype=scores.dtype,
+                                                                   device=_backend.device_of(scores)))
     value = math.log(k) + xp.sum(qbar * log_qbar)
     grad = q * (log_qbar - xp.sum(q * log_qbar, axis=1, keepdims=True)) / n
     return value, grad
 
 
+def _score_terms(scores: Any, labels: Any, weights: LossWeights, xp: Any) -> tuple[dict[str, Any], Any]:
+    """The terms on the scores (CE, H, BAL): their values and the weighted cotangent ``sbar`` (None if none)."""
+    values, grad = {}, None
+    if weights.ce > 0:
+        if labels is None:
+            raise ValueError("labels are required when the cross-entropy weight is positive")
+        values["ce"], g = cross_entropy(scores, labels)
+        grad = weights.ce * g
+    if weights.h > 0:
+        values["h"], g = entropy_term(scores, weights.h_sign)
+        grad = weights.h * g if grad is None else grad + weights.h * g
+    if weights.balance > 0:
+        values["balance"], g = balance_term(scores)
+        grad = weights.balance * g if grad is None else grad + weights.balance * g
+    return values, grad
+
+
+def _rendering_terms(images: Any, renderings: tuple[Any, ...], weights: LossWeights) -> tuple[dict[str, Any], Any, dict]:
+    """The terms on the rendering (RC, NN): values, the cotangent of ``z^(0)`` and those of ``z^(1..L)``."""
+    values, grad_image, grad_z = {}, None, {}
+    if weights.rc > 0:
+        values["rc"], g = reconstruction(images, renderings[0])
+        grad_image = weights.rc * g
+    if weights.nn > 0:
+        values["nn"], gz = nonnegativity(renderings)
+        grad_z = {l: weights.nn * v for l, v in gz.items()}
+    return values, grad_image, grad_z
+
+
+def _terms(values: dict[str, Any], weights: LossWeights, xp: Any) -> Terms:
+    """Python floats of the computed terms and the weighted objective, with one host transfer."""
+    names = [n for n in ("ce", "rc", "nn", "h", "balance") if n in values]
+    host = _backend.to_numpy(xp.stack([xp.astype(values[n], xp.float64) for n in names])) if names else []
+    got = {n: float(v) for n, v in zip(names, host)}
+    total = sum(getattr(weights, n) * got[n] for n in names)
+    return Terms(float(total), got.get("ce"), got.get("rc"), got.get("nn"), got.get("h"), got.get("balance"))
+
+
 def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights: LossWeights,
                             *, need_gradients: bool = True) -> tuple[Terms, dict[str, Any] | None]:
     """The EG objective of one batch at the E-step's latents, and its gradient tree.
+
+    The unfused form: the score terms' cotangent goes down :func:`drmm_ref.drmm.backward`, the
+    rendering terms' up :func:`drmm_ref.drmm.render_vjp` of the E-step's rendering. The EG step
+    itself uses :func:`fused_objective_and_gradients`, which the tests hold equal to this.
 
     Parameters
     ----------
@@ -239,46 +290,56 @@ def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights
     """
     xp, L = params.xp, params.net.L
     fw = estep.forward
-    zero = xp.zeros((), dtype=params.dtype, device=params.device)
-    grad_scores = None
-    ce = rc = nn = h = bal = zero
-    if weights.ce > 0:
-        if labels is None:
-            raise ValueError("labels are required when the cross-entropy weight is positive")
-        ce, g = cross_entropy(fw.scores, labels)
-        grad_scores = weights.ce * g
-    if weights.h > 0:
-        h, g = entropy_term(fw.scores, weights.h_sign)
-        grad_scores = weights.h * g if grad_scores is None else grad_scores + weights.h * g
-    if weights.balance > 0:
-        bal, g = balance_term(fw.scores)
-        grad_scores = weights.balance * g if grad_scores is None else grad_scores + weights.balance * g
+    values, grad_scores = _score_terms(fw.scores, labels, weights, xp)
     grad_image, grad_z = None, {}
     if weights.generative:
         if estep.rendering is None:
-            raise ValueError("the E-step has no rendering; call e_step(..., render=True) for RC / NN terms")
-        zs = estep.rendering.renderings
-        if weights.rc > 0:
-            rc, g = reconstruction(fw.images, zs[0])
-            grad_image = weights.rc * g
-        if weights.nn > 0:
-            nn, gz = nonnegativity(zs)
-            grad_z = {l: weights.nn * v for l, v in gz.items()}
-    total = weights.ce * ce + weights.rc * rc + weights.nn * nn + weights.h * h + weights.balance * bal
-
-    def val(w, v):
-        return float(v) if w > 0 else None
-
-    terms = Terms(float(total), val(weights.ce, ce), val(weights.rc, rc), val(weights.nn, nn), val(weights.h, h),
-                  val(weights.balance, bal))
+            raise ValueError("the E-step has no rendering; call e_step(..., render_=True) for RC / NN terms")
+        more, grad_image, grad_z = _rendering_terms(fw.images, estep.rendering.renderings, weights)
+        values.update(more)
+    terms = _terms(values, weights, xp)
     if not need_gradients:
         return terms, None
     tree: dict[str, Any] = {}
     if grad_scores is not None:
-        tree = gradients_tree(backward(params, fw, grad_scores), L)
+        tree = gradients_tree(backward(params, fw, grad_scores, input_gradient=False), L)
     if grad_image is not None or grad_z:
-        if getattr(estep, "unpooled", None) is not None:
-            tree = add_trees(tree, render_cached_vjp(params, estep.rendering, estep.unpooled, grad_image, grad_z))
-        else:
-            tree = add_trees(tree, gradients_tree(render_vjp(params, estep.rendering, grad_image, grad_z), L))
+        tree = add_trees(tree, gradients_tree(render_vjp(params, estep.rendering, grad_image, grad_z), L))
     return terms, tree
+
+
+def fused_objective_and_gradients(params: DRMMParams, forward: Any, classes: Any, labels: Any,
+                                  weights: LossWeights, *, relu_topdown: bool = False) -> tuple[Terms, dict[str, Any], Any]:
+    """The EG objective and its gradient tree with one fused downward pass (SPEC §2, §3).
+
+    ``forward = bottom_up(params, I)``; ``classes`` (int64, shape (N,)) are the classes to render
+    (the E-step's ``c_n``). When a rendering term is weighted, the score terms' cotangent and the
+    class templates go down together (:func:`drmm_ref.drmm.backward_and_render`), then the
+    rendering terms' cotangents go up the rendering (:func:`drmm_ref.drmm.render_vjp`, reusing the
+    unpooled maps of the way down). Equal to :func:`objective_and_gradients` on
+    ``e_step(params, I, labels)`` (tested); the image cotangent is never computed. ``relu_topdown``
+    renders with a ReLU on the partial renderings of levels 1..L-1 (SPEC §5's second form of
+    non-negativity; RC and NN are then taken on that rendering, and the gradient carries its masks).
+
+    Returns
+    -------
+    Terms, dict, Rendering or None
+        The terms, the gradient tree, and the rendering (None without RC / NN).
+    """
+    xp, L = params.xp, params.net.L
+    values, grad_scores = _score_terms(forward.scores, labels, weights, xp)
+    rendering = None
+    if weights.generative:
+        if grad_scores is None:  # no score term: the rendering alone goes down
+            rendering, tree = render(params, classes, forward.latents, check=False, relu_topdown=relu_topdown), {}
+        else:
+            grads, rendering = backward_and_render(params, forward, grad_scores, classes, relu_topdown=relu_topdown)
+            tree = gradients_tree(grads, L)
+        more, grad_image, grad_z = _rendering_terms(forward.images, rendering.renderings, weights)
+        values.update(more)
+        tree = add_trees(tree, gradients_tree(render_vjp(params, rendering, grad_image, grad_z), L))
+    elif grad_scores is not None:
+        tree = gradients_tree(backward(params, forward, grad_scores, input_gradient=False, check=False), L)
+    else:
+        tree = {}
+    return _terms(values, weights, xp), tree, rendering

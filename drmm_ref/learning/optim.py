@@ -3,7 +3,9 @@
 Pure functions on trees of arrays (:mod:`._tree`): ``state = opt.init(tree)``,
 ``tree, state = opt.update(tree, grads, state)``. The state is a plain frozen dataclass of arrays
 (and a step counter), so a checkpoint stores it exactly and a resumed run continues bit for bit.
-A name missing from ``grads`` has a zero gradient.
+A name missing from ``grads`` has a zero gradient. Settings are checked on construction: a
+learning rate must be finite and > 0 (``inf`` or NaN is an error, not a diverging run), moments in
+``[0, 1)``, ``eps > 0``.
 
 * :class:`SGD`: ``v <- m v + g``, ``theta <- theta - lr v`` (heavy ball; ``momentum = 0`` is plain SGD).
 * :class:`Adam` (Kingma & Ba 2015): ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
@@ -18,6 +20,7 @@ import math
 from typing import Any
 
 from .. import _backend
+from ._checks import finite_positive, fraction
 
 __all__ = ["SGD", "SGDState", "Adam", "AdamState", "make_optimizer"]
 
@@ -72,10 +75,8 @@ class SGD:
     name: str = dataclasses.field(default="sgd", init=False)
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        object.__setattr__(self, "lr", finite_positive(self.lr, "lr"))
+        object.__setattr__(self, "momentum", fraction(self.momentum, "momentum", low_open=False, high_open=True))
 
     def init(self, tree: dict[str, Any]) -> SGDState:
         return SGDState(_zeros_like(tree), 0)
@@ -110,10 +111,10 @@ class Adam:
     name: str = dataclasses.field(default="adam", init=False)
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        object.__setattr__(self, "lr", finite_positive(self.lr, "lr"))
+        for name in ("beta1", "beta2"):
+            object.__setattr__(self, name, fraction(getattr(self, name), name, low_open=False, high_open=True))
+        object.__setattr__(self, "eps", finite_positive(self.eps, "eps"))
 
     def init(self, tree: dict[str, Any]) -> AdamState:
         return AdamState(_zeros_like(tree), _zeros_like(tree), 0)

@@ -1,6 +1,6 @@
 """Semi-supervised and unsupervised data handling: the label split, paired batches, cluster accuracy.
 
-SPEC §5 (Nguyen, Patel & Baraniuk's semi-supervised DRMM; issue 6).
+SPEC §5 (Nguyen, Patel & Baraniuk's semi-supervised DRMM; docs/ssl.md).
 
 * :func:`label_split` -- a class-balanced labelled subset of the training split (N_L labels,
   recorded seed, :func:`drmm_ref.data.labelled_subset`) and every other training image as the

@@ -25,12 +25,14 @@ import dataclasses
 import time
 from typing import Any
 
-from ..drmm import DRMMParams, render
+from ..drmm import DRMMParams, bottom_up, render
 from ._tree import trainable, with_trainable
 from .block_step import BlockStepInfo, block_names, block_step
 from .closed_forms import PriorStats, prior_stats
-from .estep import e_step
-from .objectives import LossWeights, Terms, objective_and_gradients, reconstruction
+from ._checks import check_batch
+from .estep import EStep, rendered_classes
+from .objectives import LossWeights, Terms, fused_objective_and_gradients, reconstruction
+from .parallel import sharded_objective_and_gradients
 
 __all__ = ["EGConfig", "StepTrace", "eg_step", "backprop_step", "BACKPROP_WEIGHTS"]
 
@@ -55,8 +57,13 @@ class EGConfig:
         Proximal weight ``lambda`` of the block problem.
     cg_eta : float in (0, 1], default 0.5
         Mini-batch damping ``theta <- theta_old + eta (theta* - theta_old)``.
-    trace_m_step : bool, default True
-        Record RC after the M-step (one extra rendering per step, timed apart).
+    relu_topdown : bool, default False
+        Non-negativity as the NIPS paper states it (SPEC §5): the rendering passes each partial
+        rendering of levels 1..L-1 through a ReLU; RC, NN and the gradient are taken on that
+        rendering. Block steps hold its ReLU masks fixed, like the latents.
+    trace_m_step : bool, default False
+        Record RC after the M-step (one extra rendering per step, timed apart). Off in training:
+        the trainer measures RC after the M-step on its monitoring subset once an epoch instead.
     """
 
     weights: LossWeights = LossWeights()
@@ -64,7 +71,8 @@ class EGConfig:
     k_cg: int = 10
     cg_damping: float = 0.0
     cg_eta: float = 0.5
-    trace_m_step: bool = True
+    relu_topdown: bool = False
+    trace_m_step: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "cg_blocks", tuple(self.cg_blocks))
@@ -112,14 +120,47 @@ class StepTrace:
     stats: PriorStats | None = None
 
 
-def _rc_at(params: DRMMParams, images: Any, classes: Any, latents: Any) -> float:
-    value, _ = reconstruction(images, render(params, classes, latents).image)
+def _rc_at(params: DRMMParams, images: Any, classes: Any, latents: Any, relu_topdown: bool = False) -> float:
+    value, _ = reconstruction(images, render(params, classes, latents, check=False, relu_topdown=relu_topdown).image)
     return float(value)
 
 
+def _sharded(threads: int, images: Any, config: EGConfig) -> bool:
+    """Whether a step runs in shards: more than one thread, two rows per shard, no block steps or trace.
+
+    Block steps and the RC-after-M trace need the whole batch's rendering: those steps run unsharded.
+    """
+    return threads > 1 and int(images.shape[0]) >= 2 * threads and not config.cg_blocks and not config.trace_m_step
+
+
+def _checked_batch(params: DRMMParams, images: Any, labels: Any) -> Any:
+    """Public-boundary checks of a batch (shape, dtype, namespace, finiteness; labels' range): int64 labels or None."""
+    xp = check_batch(params, images, labels)
+    return None if labels is None else xp.astype(labels, xp.int64)
+
+
 def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, labels: Any,
-            config: EGConfig = EGConfig()) -> tuple[DRMMParams, Any, StepTrace]:
-    """One EG step on a labelled mini-batch (see the module docstring).
+            config: EGConfig = EGConfig(), *, check: bool = True, threads: int = 1) -> tuple[DRMMParams, Any, StepTrace]:
+    r"""One EG step on a mini-batch (SPEC §3; the module docstring lists its parts).
+
+    .. math::
+
+        \text{E:}\quad (t, a) = \text{bottom-up max-sum of } I,\quad
+        c_n = y_n \text{ (or } \arg\max_c s_c \text{ when unlabelled)},\quad
+        \hat z^{(L)} = \mu_{c_n},\ \hat z^{(l-1)} = \Lambda^{(l)}_{t,a} \hat z^{(l)}
+
+        \text{G:}\quad \theta \leftarrow \mathrm{opt}\big(\theta, \nabla_\theta
+        [a_{CE} \mathrm{CE}(s) + a_H \mathrm H(s) + a_{BAL} \mathrm{BAL}(s)
+        + a_{RC} \mathrm{RC}(I, \hat z^{(0)}) + a_{NN} \textstyle\sum_{l \ge 1} \mathrm{NN}(\hat z^{(l)})]\big)
+
+    at fixed latents ``(t, a)`` and classes ``c``. The gradient is one fused pass
+    (:func:`~drmm_ref.learning.fused_objective_and_gradients`): down, the score cotangent
+    ``sbar = dL/ds`` and the templates ``mu_c`` through the same per-layer operator
+    ``conv2d_transpose(unpool(a *, t), W)``, collecting ``Wbar^(l) += conv2d_vjp_weight(ubar^(l), h^(l-1))``;
+    up, the rendering cotangents ``zbar^(0) = a_RC (x_hat - I)/(ND)``,
+    ``zbar^(l) = a * select_t(conv2d(zbar^(l-1), W^(l))) + a_NN dNN/dz^(l)``, collecting
+    ``Wbar^(l) += conv2d_vjp_weight(v^(l), zbar^(l-1))`` and ``mubar_c += sum_{n: c_n = c} zbar^(L)_n``.
+    Then the optional exact block steps on RC (``config.cg_blocks``) at the same latents.
 
     Parameters
     ----------
@@ -127,8 +168,14 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     optimizer : SGD or Adam
     opt_state : its state (``optimizer.init(trainable(params))``)
     images : array of shape (N, C_0, H_0, W_0)
-    labels : int array of shape (N,)
+    labels : int array of shape (N,), or None (unsupervised: render the DCN's decision)
     config : EGConfig
+    check : bool, default True
+        Check the batch at the boundary. The trainer checks its data set once and passes False,
+        so that a step makes no host synchronisation besides reading the objective's value.
+    threads : int, default 1
+        Host threads: with more than one, the batch is cut into that many shards computed in
+        parallel (:mod:`~drmm_ref.learning.parallel`; equal to the one-shard step to rounding).
 
     Returns
     -------
@@ -139,13 +186,27 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     for b in config.cg_blocks:
         if b not in names:
             raise ValueError(f"cg_blocks entry {b!r} is not a block; choose from {names}")
-    est = e_step(params, images, labels, render_=config.weights.generative or bool(config.cg_blocks))
-    terms, grads = objective_and_gradients(params, est, labels, config.weights)
+    if check:
+        labels = _checked_batch(params, images, labels)
+    if _sharded(threads, images, config):
+        terms, grads, stats, _ = sharded_objective_and_gradients(params, images, labels, config.weights, threads,
+                                                                 relu_topdown=config.relu_topdown)
+        tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
+        params = with_trainable(params, tree)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        return params, opt_state, StepTrace(terms, terms.rc, None, seconds, cpu_seconds=cpu, stats=stats)
+    fw = bottom_up(params, images, check=False)
+    classes = rendered_classes(fw, labels)
+    terms, grads, rendering = fused_objective_and_gradients(params, fw, classes, labels, config.weights,
+                                                            relu_topdown=config.relu_topdown)
+    if rendering is None and config.cg_blocks:
+        rendering = render(params, classes, fw.latents, check=False, relu_topdown=config.relu_topdown)
+    est = EStep(fw, classes, None, rendering)
     tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
     params = with_trainable(params, tree)
     infos = []
     for b in config.cg_blocks:
-        rendering = render(params, est.classes, est.latents)
+        rendering = render(params, est.classes, est.latents, check=False, relu_topdown=config.relu_topdown)
         theta, info = block_step(params, images, rendering, b, k_cg=config.k_cg, damping=config.cg_damping)
         old = trainable(params)[b]
         params = with_trainable(params, {b: old + config.cg_eta * (theta - old)})
@@ -155,21 +216,30 @@ def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, lab
     rc_m, trace_s = None, 0.0
     if config.trace_m_step:
         t0 = time.perf_counter()
-        rc_m = _rc_at(params, images, est.classes, est.latents)
+        rc_m = _rc_at(params, images, est.classes, est.latents, config.relu_topdown)
         trace_s = time.perf_counter() - t0
     rc_e = terms.rc
     if rc_e is None and est.rendering is not None:
         rc_e = float(reconstruction(images, est.rendering.image)[0])
-    return params, opt_state, StepTrace(terms, rc_e, rc_m, seconds, trace_seconds=trace_s, cpu_seconds=cpu, blocks=tuple(infos),
-                                        stats=stats)
+    return params, opt_state, StepTrace(terms, rc_e, rc_m, seconds, trace_seconds=trace_s, cpu_seconds=cpu,
+                                        blocks=tuple(infos), stats=stats)
 
 
 def backprop_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any,
-                  labels: Any) -> tuple[DRMMParams, Any, StepTrace]:
-    """One backprop step of the baseline DCN: bottom-up pass, CE, its gradient, one optimiser step."""
+                  labels: Any, *, check: bool = True, threads: int = 1) -> tuple[DRMMParams, Any, StepTrace]:
+    """One backprop step of the baseline DCN: bottom-up pass, CE, its gradient, one optimiser step.
+
+    ``check=False`` skips the boundary checks of the batch and ``threads`` shards it (see :func:`eg_step`).
+    """
     start, cpu0 = time.perf_counter(), time.process_time()
-    est = e_step(params, images, labels, render_=False)
-    terms, grads = objective_and_gradients(params, est, labels, BACKPROP_WEIGHTS)
+    if check:
+        labels = _checked_batch(params, images, labels)
+    if _sharded(threads, images, EGConfig()):
+        terms, grads, _, _ = sharded_objective_and_gradients(params, images, labels, BACKPROP_WEIGHTS, threads,
+                                                             stats=False)
+    else:
+        fw = bottom_up(params, images, check=False)
+        terms, grads, _ = fused_objective_and_gradients(params, fw, None, labels, BACKPROP_WEIGHTS)
     tree, opt_state = optimizer.update(trainable(params), grads, opt_state)
     params = with_trainable(params, tree)
     return params, opt_state, StepTrace(terms, None, None, time.perf_counter() - start,

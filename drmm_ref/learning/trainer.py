@@ -10,16 +10,38 @@ One run = one :class:`TrainConfig` and one output folder:
 * ``<out>/checkpoints/epoch-<k>.npz`` -- parameters, optimiser state, RNG state and history after
   epoch k (:mod:`.checkpoint`).
 
-Exact resume: rerunning :func:`train` on the same folder continues after the last checkpoint; the
-shuffling generator, the optimiser state and the parameters are restored bit for bit, so a run
-resumed from epoch k ends bit-identical to an uninterrupted one on the same backend.
+* ``<out>/checkpoints/mid-epoch.npz`` -- the latest mid-epoch checkpoint (every
+  ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds`` seconds; only the latest is kept,
+  and it is removed when its epoch ends): parameters, optimiser state, the generator's state at the
+  start of the epoch (which fixes the epoch's batch schedule), the number of steps done, the step
+  traces and closed-form statistics so far, and the parameters at the start of the epoch;
+* ``<out>/.drmm-ref-train.lock`` -- held (``flock``) while a run writes the folder; it names the
+  run's process and configuration.
+
+Exact resume: rerunning :func:`train` on the same folder continues after the last checkpoint, an
+epoch's or a mid-epoch one; the shuffling generator, the optimiser state and the parameters are
+restored bit for bit, so a resumed run ends bit-identical to an uninterrupted one on the same
+backend, whether it was stopped between epochs, killed (SIGKILL) or interrupted (Ctrl-C).
+
+What the trainer guarantees (``docs/guarantees.md``):
+
+* **A run owns its folder.** Another run writing the same folder, or a folder whose ``log.json`` or
+  checkpoints belong to another configuration (or to no drmm_ref run), is refused with
+  :class:`FolderInUse` naming the other run's configuration, before anything is written or any
+  data are loaded by the command line. ``out`` must be a folder path (not empty, not a file).
+* **Divergence stops the run.** The objective's terms are checked at every step; the first
+  non-finite value (or a step whose update leaves non-finite parameters) raises
+  :class:`TrainingDiverged` naming the epoch, the step and the term, and the last good checkpoint
+  is left as it was.
+* **Nothing temporary is left.** Files are written atomically; temporary files of a killed writer
+  are removed at the next start, under the lock.
 
 Both models share the network, the initialisation (``init_params(net, seed)``), the optimiser,
 its settings, the batch size and the order of the batches; they differ only in the step
 (:func:`~drmm_ref.learning.eg_step` vs :func:`~drmm_ref.learning.backprop_step`) and in the
 closed-form prior updates that EG makes at the end of each epoch.
 
-**Semi-supervised and unsupervised runs** (``TrainConfig.n_labels``, SPEC §5, issue 6). The training
+**Semi-supervised and unsupervised runs** (``TrainConfig.n_labels``, SPEC §5). The training
 split is cut into ``n_labels`` class-balanced labelled images (seed ``label_seed``) and the
 unlabelled rest (:func:`~drmm_ref.learning.semi.label_split`); an epoch is one pass over the
 unlabelled images, each batch of ``batch_size`` unlabelled images paired with ``batch_size``
@@ -42,9 +64,13 @@ across the E-step is counted, never hidden.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as _dt
+import json
 import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -52,22 +78,57 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _backend
-from .._files import atomic_write_json
+from .._files import atomic_write_json, remove_temporaries
 from ..drmm import DRMMParams, Network, bottom_up, init_params, preset, render
+from ..drmm._common import check_finite_output
+from ..drmm.params import NonFiniteParameters
 from ..numerics import dtype_name
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from . import _checks
+from .block_step import block_names
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .closed_forms import PriorStats, apply_closed_forms
 from .objectives import LossWeights, cross_entropy, reconstruction
 from .objectives import UNLABELLED
 from .optim import make_optimizer
+from .parallel import default_threads, sharded_scores
 from .semi import align_classes, cluster_accuracy, confusion_matrix, label_split, paired_batches
 from .steps import EGConfig, backprop_step, eg_step
 from ._tree import trainable
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "load_data", "latest_checkpoint", "write_json_atomic", "MODELS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "load_data", "latest_checkpoint", "resume_point",
+           "check_output_folder", "write_json_atomic", "MODELS", "FolderInUse", "TrainingDiverged",
+           "MID_EPOCH_CHECKPOINT", "LOCK_NAME"]
 
 MODELS = ("drmm", "dcn")
 LOG_FORMAT = "drmm_ref.train_log"
+#: File name of the (single, latest) mid-epoch checkpoint in ``<out>/checkpoints``.
+MID_EPOCH_CHECKPOINT = "mid-epoch.npz"
+#: The lock a run holds on its output folder.
+LOCK_NAME = ".drmm-ref-train.lock"
+#: Configuration fields that may change between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every_steps", "checkpoint_every_seconds")
+
+
+class FolderInUse(ValueError):
+    """The output folder belongs to another run: one writing it now, or one of another configuration."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """A step produced a non-finite objective term or non-finite parameters.
+
+    Attributes
+    ----------
+    epoch, step : int
+        Where (``step`` is 1-based within the epoch).
+    term : str
+        The first non-finite term (``objective``, ``ce``, ``rc``, ...) or ``parameters``.
+    checkpoint : Path or None
+        The last good checkpoint, untouched (None when the run had written none).
+    """
+
+    def __init__(self, message: str, epoch: int, step: int, term: str, checkpoint: Path | None):
+        super().__init__(message)
+        self.epoch, self.step, self.term, self.checkpoint = epoch, step, term, checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +175,16 @@ class TrainConfig:
     data : {"mnist", "synthetic"}
         Where :func:`load_data` gets the images (``synthetic`` = :func:`synthetic_digits`).
     backend : {"numpy", "array_api_strict", "cupy"}
+    checkpoint_every_steps : int, optional
+        Also write a mid-epoch checkpoint every this many steps (None: not by step count).
+    checkpoint_every_seconds : float, optional, default 600
+        Also write a mid-epoch checkpoint when this many seconds have passed since the last
+        checkpoint (None: not by time). A killed run then loses at most this much work. Changing
+        either cadence does not change the run (it may be changed when resuming).
+
+    Every field is checked on construction (``ValueError`` / ``TypeError`` naming it): counts are
+    integers in range (``n_train = -1`` or ``n_eval = 0`` are errors, not slice bounds), rates are
+    finite and positive, blocks exist in the network.
     """
 
     model: str = "drmm"
@@ -139,12 +210,36 @@ class TrainConfig:
     n_labels: int | None = None
     label_seed: int | None = None
     init_from: str | None = None
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_seconds: float | None = 600.0
 
     def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if int(self.epochs) < 0 or int(self.batch_size) < 1:
-            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        set_("epochs", _checks.count(self.epochs, "epochs", 0))
+        set_("batch_size", _checks.count(self.batch_size, "batch_size", 1))
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        set_("lr", _checks.finite_positive(self.lr, "lr"))
+        set_("momentum", _checks.fraction(self.momentum, "momentum", low_open=False, high_open=True))
+        set_("seed", _checks.count(self.seed, "seed", 0))
+        set_("k_cg", _checks.count(self.k_cg, "k_cg", 1))
+        set_("cg_eta", _checks.fraction(self.cg_eta, "cg_eta"))
+        set_("cg_damping", _checks.finite_nonnegative(self.cg_damping, "cg_damping"))
+        set_("n_train", _checks.optional_count(self.n_train, "n_train", 1))
+        set_("n_eval", _checks.optional_count(self.n_eval, "n_eval", 1))
+        set_("eval_batch", _checks.count(self.eval_batch, "eval_batch", 1))
+        set_("monitor_size", _checks.count(self.monitor_size, "monitor_size", 0))
+        set_("label_seed", _checks.optional_count(self.label_seed, "label_seed", 0))
+        set_("checkpoint_every_steps", _checks.optional_count(self.checkpoint_every_steps, "checkpoint_every_steps"))
+        if self.checkpoint_every_seconds is not None:
+            set_("checkpoint_every_seconds", _checks.finite_positive(self.checkpoint_every_seconds,
+                                                                     "checkpoint_every_seconds"))
+        if self.backend not in ("numpy", "array_api_strict", "cupy"):
+            raise ValueError(f"backend must be 'numpy', 'array_api_strict' or 'cupy', got {self.backend!r}")
+        if self.init_from is not None and not isinstance(self.init_from, (str, os.PathLike)):
+            raise TypeError(f"init_from must be a checkpoint path or None, got {type(self.init_from).__name__}")
         if self.data not in ("mnist", "synthetic"):
             raise ValueError(f"data must be 'mnist' or 'synthetic', got {self.data!r}")
         if isinstance(self.weights, dict):
@@ -157,8 +252,14 @@ class TrainConfig:
                 raise ValueError(f"n_labels must be None or an integer >= 0, got {self.n_labels!r}")
             if self.n_labels == 0 and self.model == "dcn":
                 raise ValueError("n_labels=0 (unsupervised) needs model='drmm': a DCN has nothing to learn from")
-        dtype_name(self.dtype)
-        self.network  # noqa: B018 - validates the net
+            if self.n_train is not None and self.n_labels >= self.n_train:
+                raise ValueError(f"n_labels={self.n_labels} leaves no unlabelled image among n_train={self.n_train} "
+                                 "training images")
+        set_("dtype", dtype_name(self.dtype))
+        names = block_names(self.network.L)  # also validates the net
+        bad = [b for b in self.cg_blocks if b not in names]
+        if bad:
+            raise ValueError(f"cg_blocks {bad} are not blocks of the network; choose from {names}")
 
     @property
     def semi_supervised(self) -> bool:
@@ -189,8 +290,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; fields added since a log was written take their defaults."""
+        """Inverse of :meth:`to_dict`; fields added since a log was written take their defaults.
+
+        Raises
+        ------
+        ValueError
+            A field this version does not know (the configuration was written by a newer
+            drmm_ref), or an invalid value.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a training configuration must be a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration fields {unknown}: written by a newer drmm_ref? (upgrade it)")
         d = dict(d)
+        if not isinstance(d.get("weights"), dict):
+            raise ValueError("the configuration has no loss weights")
         d["weights"] = LossWeights(**d["weights"])
         d["cg_blocks"] = tuple(d.get("cg_blocks", ()))
         return cls(**d)
@@ -223,35 +339,56 @@ def load_data(config: TrainConfig, *, path: Any = None, offline: bool | None = N
     return load_mnist(path, offline=offline, progress=progress)
 
 
-def _host_split(split: Any, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _host_split(split: Any, n: int | None, name: str, what: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = _backend.to_numpy(split.images), _backend.to_numpy(split.labels)
     if n is not None:
+        if n > len(y):
+            raise ValueError(f"{name}={n} but the {what} split has only {len(y)} images; lower {name} "
+                             "(or leave it unset to use the whole split)")
         x, y = x[:n], y[:n]
     return np.ascontiguousarray(x), np.ascontiguousarray(y).astype(np.int64)
 
 
 def evaluate(params: DRMMParams, images: np.ndarray, labels: np.ndarray, *, batch: int = 1000,
-             clusters: bool = False) -> dict[str, Any]:
+             clusters: bool = False, threads: int = 1) -> dict[str, Any]:
     """Classification error (fraction) and mean cross-entropy of the DCN decision ``argmax_c s_c``.
+
+    ``threads > 1`` computes each batch's scores in that many shards on host threads (the same
+    numbers: each image's scores are computed alone either way).
 
     ``images`` and ``labels`` are host arrays; they are moved to the parameters' namespace a batch at a time.
     With ``clusters=True`` the result also holds ``cluster`` (:func:`~drmm_ref.learning.semi.cluster_accuracy`
     of the class latent: accuracy after matching clusters to labels, cluster sizes).
+
+    Raises
+    ------
+    ValueError
+        No images (an error of 0% on nothing would be meaningless), or labels that do not match them.
     """
     xp, dt = params.xp, dtype_name(params.dtype)
-    wrong, ce_sum, n = 0, 0.0, int(labels.shape[0])
+    n = int(labels.shape[0])
+    if n == 0 or int(images.shape[0]) == 0:
+        raise ValueError("evaluate: images is empty; there is nothing to evaluate (check n_eval and the data)")
+    if int(images.shape[0]) != n:
+        raise ValueError(f"evaluate: {int(images.shape[0])} images but {n} labels")
+    batch = _checks.count(batch, "batch")
+    wrong, ce_sum = 0, 0.0
     k = params.net.n_classes
     confusion = np.zeros((k, k), dtype=np.int64)
     for s in range(0, n, batch):
         x = _backend.asarray(images[s:s + batch].astype(dt), xp=xp, device=params.device)
         y = _backend.asarray(labels[s:s + batch], xp=xp, device=params.device)
-        fw = bottom_up(params, x)
-        wrong += int(xp.sum(xp.astype(fw.classes != y, xp.int64)))
-        ce, _ = cross_entropy(fw.scores, y)
+        if threads > 1:
+            scores = check_finite_output(sharded_scores(params, x, threads), "evaluate scores")
+        else:
+            scores = bottom_up(params, x).scores
+        predicted = xp.astype(xp.argmax(scores, axis=1), xp.int64)
+        wrong += int(xp.sum(xp.astype(predicted != y, xp.int64)))
+        ce, _ = cross_entropy(scores, y)
         ce_sum += float(ce) * int(y.shape[0])
         if clusters:
-            confusion += confusion_matrix(fw.classes, labels[s:s + batch], k)
-    out: dict[str, Any] = {"error": wrong / max(n, 1), "ce": ce_sum / max(n, 1), "n": n}
+            confusion += confusion_matrix(predicted, labels[s:s + batch], k)
+    out: dict[str, Any] = {"error": wrong / n, "ce": ce_sum / n, "n": n}
     if clusters:
         out["cluster"] = cluster_accuracy(confusion)
     return out
@@ -290,24 +427,46 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _epoch_record(epoch, traces, seconds, cumulative, wall, val, test, params, stats, monitor,
+#: Per-step columns of ``log.json``'s ``steps[epoch-1]`` (and of a mid-epoch checkpoint's partial epoch).
+_STEP_COLUMNS = ("objective", "ce", "rc", "nn", "h", "balance", "rc_after_e", "rc_after_m", "seconds")
+_TERMS = ("objective", "ce", "rc", "nn", "h", "balance")
+
+
+def _empty_table() -> dict[str, list]:
+    return {key: [] for key in _STEP_COLUMNS}
+
+
+def _append_step(table: dict[str, list], trace_seconds: list[float], tr: Any) -> None:
+    def r(v):
+        return None if v is None else float(v)
+
+    for key in _TERMS:
+        table[key].append(r(getattr(tr.terms, key)))
+    table["rc_after_e"].append(r(tr.rc_after_e))
+    table["rc_after_m"].append(r(tr.rc_after_m))
+    table["seconds"].append(r(tr.seconds))
+    trace_seconds.append(float(tr.trace_seconds))
+
+
+def _epoch_record(epoch, table, trace_seconds, seconds, cumulative, wall, val, test, stats, monitor,
                   cpu: float = 0.0, cumulative_cpu: float = 0.0) -> dict[str, Any]:
+    steps = len(table["objective"])
     rec: dict[str, Any] = {"epoch": epoch, "train_seconds": seconds, "cumulative_train_seconds": cumulative,
                            "train_cpu_seconds": cpu, "cumulative_train_cpu_seconds": cumulative_cpu,
                            "wall_seconds": wall, "validation_error": val["error"], "validation_ce": val["ce"],
-                           "test_error": test["error"], "test_ce": test["ce"], "steps": len(traces)}
+                           "test_error": test["error"], "test_ce": test["ce"], "steps": steps}
     for split, res in (("validation", val), ("test", test)):
         if "cluster" in res:
             rec[f"{split}_cluster_accuracy"] = res["cluster"]["accuracy"]
             rec[f"{split}_cluster_sizes"] = res["cluster"]["cluster_sizes"]
-    if traces:
-        for key in ("objective", "ce", "rc", "nn", "h", "balance"):
-            rec[f"mean_{key}"] = _mean([getattr(t.terms, key) for t in traces])
-        rec["mean_rc_after_e"] = _mean([t.rc_after_e for t in traces])
-        rec["mean_rc_after_m"] = _mean([t.rc_after_m for t in traces])
-        pairs = [(t.rc_after_e, t.rc_after_m) for t in traces if t.rc_after_e is not None and t.rc_after_m is not None]
+    if steps:
+        for key in _TERMS:
+            rec[f"mean_{key}"] = _mean(table[key])
+        rec["mean_rc_after_e"] = _mean(table["rc_after_e"])
+        rec["mean_rc_after_m"] = _mean(table["rc_after_m"])
+        pairs = [(e, m) for e, m in zip(table["rc_after_e"], table["rc_after_m"]) if e is not None and m is not None]
         rec["m_steps_raising_rc"] = sum(1 for e, m in pairs if m > e) if pairs else None
-        rec["trace_seconds"] = float(sum(t.trace_seconds for t in traces))
+        rec["trace_seconds"] = float(sum(trace_seconds))
     if stats is not None:
         rec["class_prior"] = [float(v) for v in stats.class_prior]
         rec["switch_prior"] = [float(v) for v in stats.switch_prior]
@@ -317,36 +476,212 @@ def _epoch_record(epoch, traces, seconds, cumulative, wall, val, test, params, s
     return rec
 
 
-def _step_trace_table(traces) -> dict[str, list]:
-    def r(v):
-        return None if v is None else float(v)
-
-    return {"objective": [r(t.terms.objective) for t in traces], "ce": [r(t.terms.ce) for t in traces],
-            "rc": [r(t.terms.rc) for t in traces], "nn": [r(t.terms.nn) for t in traces],
-            "h": [r(t.terms.h) for t in traces], "balance": [r(t.terms.balance) for t in traces],
-            "rc_after_e": [r(t.rc_after_e) for t in traces],
-            "rc_after_m": [r(t.rc_after_m) for t in traces], "seconds": [r(t.seconds) for t in traces]}
-
-
 def _checkpoint_path(out: Path, epoch: int) -> Path:
     return out / "checkpoints" / f"epoch-{epoch:03d}.npz"
 
 
+def _mid_path(out: Path) -> Path:
+    return out / "checkpoints" / MID_EPOCH_CHECKPOINT
+
+
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
-    """The checkpoint of the highest epoch in ``<out>/checkpoints``, or None."""
+    """The checkpoint of the highest epoch in ``<out>/checkpoints``, or None (mid-epoch ones aside)."""
     folder = Path(out) / "checkpoints"
     found = sorted(folder.glob("epoch-*.npz")) if folder.is_dir() else []
     return found[-1] if found else None
 
 
+def resume_point(out: str | os.PathLike) -> Path | None:
+    """The checkpoint a rerun on ``out`` resumes from: the mid-epoch one when it is newer, else the latest epoch's.
+
+    Reads only the file names and the mid-epoch checkpoint's epoch (it is loaded, so a damaged one
+    raises :class:`~drmm_ref.learning.CheckpointError`).
+    """
+    out = Path(out)
+    latest, mid = latest_checkpoint(out), _mid_path(out)
+    if not mid.is_file():
+        return latest
+    latest_epoch = int(latest.stem.split("-")[1]) if latest is not None else 0
+    return mid if load_checkpoint(mid).epoch >= latest_epoch else latest
+
+
 def _same_run(saved: dict, current: dict) -> list[str]:
+    """Fields (other than :data:`RESUMABLE_CHANGES`) in which two configurations differ.
+
+    Raises ``ValueError`` when ``saved`` cannot be read as a configuration (e.g. a newer drmm_ref wrote it).
+    """
     saved = TrainConfig.from_dict(saved).to_dict()  # fields added since the checkpoint take their defaults
-    keys = [k for k in current if k != "epochs"]
+    keys = [k for k in current if k not in RESUMABLE_CHANGES]
     return [k for k in keys if saved.get(k) != current.get(k)]
 
 
+def _describe(cfg: dict) -> str:
+    keys = ("model", "net", "epochs", "seed", "lr", "optimizer", "batch_size", "n_train", "n_labels", "data")
+    parts = []
+    for k in keys:
+        if k in cfg:
+            v = cfg[k]
+            parts.append(f"{k}={v.get('name', 'custom') if isinstance(v, dict) else v}")
+    return ", ".join(parts)
+
+
+# -------------------------------------------------------------------------------- output folder
+def _check_out_path(out: Any) -> Path:
+    if out is None or str(out).strip() == "":
+        raise ValueError("out is empty: give the run's output folder (it is created if needed)")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file, not a folder: give the run's output folder")
+    return path
+
+
+def _owner_problem(out: Path, cfg_dict: dict, resume: bool) -> str | None:
+    """Why ``out`` is not this run's folder (another configuration, a foreign log.json), or None."""
+    ckpt_path = resume_point(out) if resume else None
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path)
+        try:
+            diff = _same_run(ckpt.config, cfg_dict)
+        except ValueError as exc:
+            raise CheckpointError(f"{ckpt_path}: its configuration cannot be read ({exc})") from None
+        if diff:
+            return (f"{ckpt_path} was written by a run with another configuration ({_describe(ckpt.config)}; "
+                    f"differs in {diff})")
+        return None
+    sources = []
+    log_path = out / "log.json"
+    if log_path.is_file():
+        try:
+            log = json.loads(log_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            log = None
+        if not isinstance(log, dict) or log.get("format") != LOG_FORMAT or not isinstance(log.get("config"), dict):
+            return f"{log_path} exists and is not a drmm_ref training log; it would be overwritten"
+        sources.append((log_path, log["config"]))
+    latest = latest_checkpoint(out)
+    if not resume and latest is not None:  # --restart: only this run's own folder may be started over
+        sources.append((latest, load_checkpoint(latest).config))
+    for path, saved in sources:
+        try:
+            diff = _same_run(saved, cfg_dict)
+        except ValueError as exc:
+            return f"{path} holds a configuration this drmm_ref cannot read ({exc})"
+        if diff:
+            return f"{path} belongs to a run with another configuration ({_describe(saved)}; differs in {diff})"
+    return None
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return (f"process {info.get('pid')} on {info.get('host')} since {info.get('started')}, "
+                f"configuration {_describe(info.get('config', {}))}")
+    except (OSError, ValueError, AttributeError):
+        return "details unavailable"
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path, cfg_dict: dict):
+    """Hold ``<out>/LOCK_NAME`` (an exclusive ``flock``) for the duration; the kernel releases it on any exit."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locking (documented in docs/guarantees.md)
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise FolderInUse(f"{out} is being written by another training run ({_lock_holder(path)}); "
+                              "wait for it to finish or choose another output folder") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "config": cfg_dict}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_output_folder(out: Any, config: TrainConfig, *, resume: bool = True) -> Path:
+    """Check that ``out`` can be this run's folder, before any data are loaded; return it as a Path.
+
+    Refused (naming the reason): an empty path, a file, a folder another run is writing now, a folder
+    whose checkpoints or ``log.json`` belong to another configuration, a ``log.json`` that is not a
+    drmm_ref training log. :func:`train` repeats these checks under its lock.
+
+    Raises
+    ------
+    ValueError
+        A bad path.
+    FolderInUse
+        The folder belongs to another run.
+    CheckpointError
+        A checkpoint in the folder is damaged.
+    """
+    path = _check_out_path(out)
+    if not path.is_dir():
+        return path
+    lock = path / LOCK_NAME
+    if lock.is_file():
+        try:
+            import fcntl
+
+            fd = os.open(lock, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                raise FolderInUse(f"{path} is being written by another training run ({_lock_holder(lock)}); "
+                                  "wait for it to finish or choose another output folder") from None
+            finally:
+                os.close(fd)
+        except ImportError:  # pragma: no cover
+            pass
+    problem = _owner_problem(path, config.to_dict(), resume)
+    if problem is not None:
+        raise FolderInUse(f"{problem}; choose another output folder")
+    return path
+
+
+# -------------------------------------------------------------------------------- the loop
+def _first_nonfinite(obj: Any, where: str = "") -> str | None:
+    """Path of the first NaN/inf float in a JSON-like object, or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else where or "value"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _first_nonfinite(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = _first_nonfinite(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _stats_to_json(stats: PriorStats | None) -> dict | None:
+    if stats is None:
+        return None
+    return {"class_counts": [float(v) for v in stats.class_counts], "on_counts": [float(v) for v in stats.on_counts],
+            "unit_counts": [float(v) for v in stats.unit_counts], "squared_residual": float(stats.squared_residual),
+            "pixels": int(stats.pixels)}
+
+
+def _stats_from_json(d: dict | None) -> PriorStats | None:
+    if d is None:
+        return None
+    return PriorStats(np.asarray(d["class_counts"], dtype=np.float64), np.asarray(d["on_counts"], dtype=np.float64),
+                      np.asarray(d["unit_counts"], dtype=np.float64), float(d["squared_residual"]), int(d["pixels"]))
+
+
 def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: bool = True, progress: bool = True,
-          keep_checkpoints: bool = True, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+          keep_checkpoints: bool = True, on_epoch: Callable[[dict], None] | None = None,
+          threads: int | None = None) -> TrainResult:
     """Train for ``config.epochs`` epochs, evaluating, logging and checkpointing after each.
 
     Parameters
@@ -356,36 +691,87 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         An object with ``train``, ``validation``, ``test`` splits (``images``, ``labels``) and a
         ``source`` string: :func:`drmm_ref.data.load_mnist` or :func:`synthetic_digits` output.
     out : path
-        Output folder (``log.json``, ``checkpoints/``).
+        Output folder (``log.json``, ``checkpoints/``); the run holds a lock on it while it runs.
     resume : bool, default True
-        Continue from the latest checkpoint in ``out`` when there is one (its configuration must
-        match ``config`` except for ``epochs``); otherwise start afresh (old checkpoints are ignored
-        and overwritten).
+        Continue from the latest checkpoint in ``out`` (an epoch's or a mid-epoch one) when there
+        is one (its configuration must match ``config`` except for ``epochs`` and the checkpoint
+        cadence). False starts afresh: the folder's previous checkpoints of *this* configuration
+        are removed first; a folder of another configuration is refused either way.
     progress : bool, default True
         Show a tqdm progress bar per epoch.
     keep_checkpoints : bool, default True
         Keep every epoch's checkpoint (False keeps only the latest).
     on_epoch : callable, optional
         Called with each epoch record after it is logged.
+    threads : int, optional
+        Host threads for the steps and the evaluation (data-parallel shards of each batch,
+        :mod:`~drmm_ref.learning.parallel`); default: every core this process may use. A resumed run
+        is bit-identical to an uninterrupted one for the same number of threads; runs with different
+        numbers differ in the last bits. Only the NumPy backend shards (CuPy: one device, one stream).
 
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    FolderInUse
+        ``out`` is being written by another run, or belongs to another configuration.
+    TrainingDiverged
+        A non-finite objective term or non-finite parameters (epoch, step and term named; the last
+        good checkpoint is kept).
+    CheckpointError
+        A checkpoint in ``out`` is damaged.
+    ValueError
+        Bad sizes (``n_train`` above the training split, an empty split), a backend that cannot
+        be used here, and the like.
     """
+    out = _check_out_path(out)
+    _checks.check_backend(config.backend)
+    cfg_dict = config.to_dict()
+    with _folder_lock(out, cfg_dict):
+        for folder in (out, out / "checkpoints"):
+            remove_temporaries(folder)
+        problem = _owner_problem(out, cfg_dict, resume)
+        if problem is not None:
+            raise FolderInUse(f"{problem}; choose another output folder")
+        if not resume:
+            for old in list((out / "checkpoints").glob("epoch-*.npz")) + [_mid_path(out)]:
+                old.unlink(missing_ok=True)
+        return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads)
+
+
+def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads) -> TrainResult:
     from tqdm.auto import tqdm
 
-    out = Path(out)
     net = config.network
     xp = _backend.resolve_namespace(config.backend)
+    threads = default_threads() if threads is None else _checks.count(threads, "threads")
+    if _backend.namespace_name(xp) != "numpy":
+        threads = 1
+    else:
+        _backend.keep_freed_host_memory()
     dt = config.dtype
     optimizer = config.optimizer_object()
     cfg_dict = config.to_dict()
-    xtr, ytr = _host_split(data.train, config.n_train)
-    xva, yva = _host_split(data.validation, config.n_eval)
-    xte, yte = _host_split(data.test, config.n_eval)
+    xtr, ytr = _host_split(data.train, config.n_train, "n_train", "training")
+    xva, yva = _host_split(data.validation, config.n_eval, "n_eval", "validation")
+    xte, yte = _host_split(data.test, config.n_eval, "n_eval", "test")
     n = len(ytr)
     if n == 0:
         raise ValueError("the training split is empty; check n_train and the data")
+    for name, y in (("validation", yva), ("test", yte)):
+        if len(y) == 0:
+            raise ValueError(f"the {name} split is empty: there is nothing to evaluate the run on")
+    for name, x, y in (("training", xtr, ytr), ("validation", xva, yva), ("test", xte, yte)):
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"the {name} images contain NaN or inf; clean the data first")
+        if tuple(x.shape[1:]) != net.image_shape or x.shape[0] != y.shape[0]:
+            raise ValueError(f"the {name} split has images of shape {tuple(x.shape)} and {y.shape[0]} labels; "
+                             f"network {net.name!r} needs (N, {', '.join(map(str, net.image_shape))}) and N labels")
+        if y.size and (y.min() < 0 or y.max() >= net.n_classes):
+            raise ValueError(f"the {name} labels must lie in 0..{net.n_classes - 1}")
+    # the data were checked once here: the steps skip their per-batch boundary checks (no host synchronisation)
     split = None
     if config.semi_supervised:
         split = label_split(ytr, config.n_labels, config.seed if config.label_seed is None else config.label_seed,
@@ -397,16 +783,22 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
     xmon, ymon = xtr[:mon], (None if config.semi_supervised else ytr[:mon])
     clusters = config.n_labels == 0
 
-    ckpt_path = latest_checkpoint(out) if resume else None
+    ckpt_path = resume_point(out) if resume else None
+    mid = None  # the partial epoch of a mid-epoch checkpoint
+    start_params = None
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, xp=xp)
-        diff = _same_run(ckpt.config, cfg_dict)
-        if diff:
-            raise ValueError(f"{ckpt_path} was written by a run with another configuration (differs in {diff}); "
-                             "use another output folder or resume=False")
         params, opt_state, start_epoch, log = ckpt.params, ckpt.opt_state, ckpt.epoch, ckpt.history
         rng = np.random.default_rng()
         rng.bit_generator.state = ckpt.rng_state
+        if ckpt.mid_epoch is not None:
+            if ckpt.epoch + 1 <= config.epochs:
+                mid, start_params = ckpt.mid_epoch, ckpt.start_params
+            else:  # the run is asked to stop before the epoch in progress: resume from that epoch's end
+                ckpt_path = latest_checkpoint(out)
+                ckpt = load_checkpoint(ckpt_path, xp=xp)
+                params, opt_state, start_epoch, log = ckpt.params, ckpt.opt_state, ckpt.epoch, ckpt.history
+                rng.bit_generator.state = ckpt.rng_state
         log["config"] = cfg_dict
     else:
         params = _initial_params(config, net, xp)
@@ -417,44 +809,79 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         rng = np.random.default_rng(config.seed)
         start_epoch = 0
         t0 = time.perf_counter()
-        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters)
-        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters)
+        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters, threads=threads)
+        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters, threads=threads)
         monitor = _monitor_rc(params, xmon, ymon, None, config.eval_batch) if mon else None
         log = {"format": LOG_FORMAT, "version": 1, "config": cfg_dict, "network": net.to_dict(),
                "data_source": getattr(data, "source", "unknown"), "n_train": n, "n_validation": len(yva),
                "n_test": len(yte), "batches_per_epoch": batches, "versions": _versions(config.backend),
-               "epochs": [_epoch_record(0, [], 0.0, 0.0, time.perf_counter() - t0, val, test, params, None, monitor)],
+               "epochs": [_epoch_record(0, _empty_table(), [], 0.0, 0.0, time.perf_counter() - t0, val, test, None,
+                                        monitor)],
                "steps": [], "finished": False}
         if mapping is not None:
             log["init_class_mapping"] = mapping
         if split is not None:
             log["labelled_indices"] = [int(i) for i in split.labelled]
             log["n_unlabelled"] = int(split.unlabelled.size)
+        _check_log_finite(log, 0, None)
     log["finished"] = False
     write_json_atomic(out / "log.json", log)
     eg_cfg = config.eg_config()
     cumulative = log["epochs"][-1]["cumulative_train_seconds"]
     cumulative_cpu = log["epochs"][-1].get("cumulative_train_cpu_seconds", 0.0)
+    last_good = ckpt_path
+    last_save = time.perf_counter()
     for epoch in range(start_epoch + 1, config.epochs + 1):
         wall0 = time.perf_counter()
-        prev = params
+        rng_at_start = rng.bit_generator.state  # fixes this epoch's schedule: what a mid-epoch checkpoint stores
         schedule = _epoch_schedule(rng, n, config.batch_size, split)
-        traces, stats = [], PriorStats.zeros(net.n_classes, net.L) if config.model == "drmm" else None
-        bar = tqdm(total=batches, desc=f"{config.model} epoch {epoch}/{config.epochs}", disable=not progress,
-                   leave=False, unit="batch")
-        seconds = cpu = 0.0
-        for idx_l, idx_u in schedule:
+        if mid is not None:
+            first, table, trace_s = int(mid["step"]), mid["steps"], list(mid["trace_seconds"])
+            stats = _stats_from_json(mid["stats"])
+            seconds, cpu, wall_before = float(mid["seconds"]), float(mid["cpu_seconds"]), float(mid["wall_seconds"])
+            prev = start_params if start_params is not None else params
+            mid = start_params = None
+        else:
+            first, table, trace_s = 0, _empty_table(), []
+            stats = PriorStats.zeros(net.n_classes, net.L) if config.model == "drmm" else None
+            seconds = cpu = wall_before = 0.0
+            prev = params
+        bar = tqdm(total=batches, initial=first, desc=f"{config.model} epoch {epoch}/{config.epochs}",
+                   disable=not progress, leave=False, unit="batch")
+        for i in range(first, len(schedule)):
+            idx_l, idx_u = schedule[i]
             x, y = _batch(xtr, ytr, idx_l, idx_u, config.model, dt, xp)
-            if config.model == "drmm":
-                params, opt_state, tr = eg_step(params, optimizer, opt_state, x, y, eg_cfg)
+            try:
+                if config.model == "drmm":
+                    params, opt_state, tr = eg_step(params, optimizer, opt_state, x, y, eg_cfg, check=False,
+                                                    threads=threads)
+                else:
+                    params, opt_state, tr = backprop_step(params, optimizer, opt_state, x, y, check=False,
+                                                          threads=threads)
+            except NonFiniteParameters as exc:
+                raise _diverged(epoch, i + 1, "parameters", f"the update left {exc.field} non-finite",
+                                last_good) from None
+            values = {**{k: getattr(tr.terms, k) for k in _TERMS}, "rc_after_e": tr.rc_after_e,
+                      "rc_after_m": tr.rc_after_m}  # RC after the M-step: the update's own result
+            bad = [k for k, v in values.items() if v is not None and not math.isfinite(v)]
+            if bad:
+                raise _diverged(epoch, i + 1, bad[0], f"{bad[0]} = {values[bad[0]]}", last_good)
+            if stats is not None:
                 stats = stats + tr.stats
-            else:
-                params, opt_state, tr = backprop_step(params, optimizer, opt_state, x, y)
-            traces.append(tr)
+            _append_step(table, trace_s, tr)
             seconds += tr.seconds
             cpu += tr.cpu_seconds
             bar.update(1)
             bar.set_postfix(loss=f"{tr.terms.objective:.4f}")
+            done = i + 1
+            if done < len(schedule) and _due(config, done, time.perf_counter() - last_save):
+                position = {"epoch": epoch, "step": done, "steps": table, "trace_seconds": trace_s,
+                            "stats": _stats_to_json(stats), "seconds": seconds, "cpu_seconds": cpu,
+                            "wall_seconds": wall_before + time.perf_counter() - wall0}
+                ckpt = Checkpoint(params, optimizer, opt_state, rng_at_start, epoch - 1, cfg_dict, log, position,
+                                  prev if mon else None)
+                last_good = save_checkpoint(_mid_path(out), ckpt)
+                last_save = time.perf_counter()
         bar.close()
         if config.model == "drmm":
             t0, c0 = time.perf_counter(), time.process_time()
@@ -463,16 +890,20 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
             cpu += time.process_time() - c0
         cumulative += seconds
         cumulative_cpu += cpu
-        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters)
-        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters)
+        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters, threads=threads)
+        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters, threads=threads)
         monitor = _monitor_rc(params, xmon, ymon, prev, config.eval_batch) if mon else None
-        rec = _epoch_record(epoch, traces, seconds, cumulative, time.perf_counter() - wall0, val, test, params,
-                            stats, monitor, cpu, cumulative_cpu)
+        rec = _epoch_record(epoch, table, trace_s, seconds, cumulative, wall_before + time.perf_counter() - wall0,
+                            val, test, stats, monitor, cpu, cumulative_cpu)
+        rec["threads"] = threads
         log["epochs"].append(rec)
-        log["steps"].append(_step_trace_table(traces))
+        log["steps"].append(table)
         log["finished"] = epoch == config.epochs
+        _check_log_finite(log, epoch, last_good)
         ckpt = Checkpoint(params, optimizer, opt_state, rng.bit_generator.state, epoch, cfg_dict, log)
-        save_checkpoint(_checkpoint_path(out, epoch), ckpt)
+        last_good = save_checkpoint(_checkpoint_path(out, epoch), ckpt)
+        last_save = time.perf_counter()
+        _mid_path(out).unlink(missing_ok=True)
         if not keep_checkpoints and epoch > 1:
             _checkpoint_path(out, epoch - 1).unlink(missing_ok=True)
         write_json_atomic(out / "log.json", log)
@@ -484,6 +915,29 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
     log["finished"] = True
     write_json_atomic(out / "log.json", log)
     return TrainResult(params, log)
+
+
+def _due(config: TrainConfig, steps_done: int, seconds_since_save: float) -> bool:
+    """Whether a mid-epoch checkpoint is due: every ``checkpoint_every_steps`` steps of the epoch, or when
+    ``checkpoint_every_seconds`` have passed since the last checkpoint."""
+    every = config.checkpoint_every_steps
+    if every is not None and steps_done % every == 0:
+        return True
+    return config.checkpoint_every_seconds is not None and seconds_since_save >= config.checkpoint_every_seconds
+
+
+def _diverged(epoch: int, step: int, term: str, what: str, last_good: Path | None) -> TrainingDiverged:
+    kept = (f"the last good checkpoint, {last_good}, is kept" if last_good is not None
+            else "no checkpoint had been written yet")
+    return TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {what}; {kept}. Lower the learning "
+                            "rate (lr) or the loss weights, or check the data's scale", epoch, step, term, last_good)
+
+
+def _check_log_finite(log: dict, epoch: int, last_good: Path | None) -> None:
+    bad = _first_nonfinite({"epochs": log["epochs"][-1:], "steps": log["steps"][-1:]})
+    if bad is not None:
+        raise _diverged(epoch, 0, bad, f"the epoch's record has a non-finite {bad} (evaluation overflowed)",
+                        last_good)
 
 
 def _initial_params(config: TrainConfig, net: Network, xp: Any) -> DRMMParams:

@@ -8,18 +8,20 @@ SPEC §0. Arrays are NCHW, filters OIHW (``W[out, in, i, j]``). ``conv2d`` is cr
 
 for every ``q >= 0`` (including ``q >= k``, where the transpose crops instead of padding).
 
-Implementation: the input is unfolded into its ``k*k`` shifted views ("im2col", built only from
-slicing and ``stack``) and contracted with the filters in one matrix product, which keeps the code
-inside the Array API standard so NumPy, CuPy and ``array_api_strict`` all run it. Large batches
-are processed in chunks so the unfolded matrix stays below ``_CHUNK_ELEMENTS`` entries.
+Implementation: these NCHW functions check their arguments and call the kernels of
+:mod:`drmm_ref.primitives.batchlast` on a ``(C, H, W, N)`` view (no copy): the input is unfolded
+into its ``k*k`` shifted views ("im2col", built only from slicing and ``stack``) and contracted
+with the filters in one matrix product; the transpose adds the shifted planes back (col2im). All
+Array API standard code, so NumPy, CuPy and ``array_api_strict`` run it. Large batches are
+processed in chunks so the unfolded matrix stays below ``batchlast.CHUNK_ELEMENTS`` entries.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .._backend import device_of
 from . import _checks
+from . import batchlast as BL
 
 __all__ = [
     "conv2d",
@@ -31,46 +33,20 @@ __all__ = [
     "conv2d_output_side",
 ]
 
-# Unfolded (k*k*C, n*Ho*Wo) matrices larger than this are built a batch chunk at a time.
-_CHUNK_ELEMENTS = 1 << 25
-
 
 def conv2d_output_side(side: int, kernel: int, padding: int) -> int:
     """Output side of a stride-1 convolution: ``side + 2 * padding - kernel + 1``."""
-    return side + 2 * padding - kernel + 1
+    return BL.output_side(side, kernel, padding)
 
 
-def _channels_first_padded(x: Any, q: int, xp: Any) -> Any:
-    """``(C, N, H + 2q, W + 2q)`` contiguous copy of an NCHW array, zero-padded by ``q``.
-
-    Channels-first (CNHW) makes every shifted view read whole rows, which keeps the unfolding
-    below memory-friendly on every backend.
-    """
-    n, c, h, w = x.shape
-    out = xp.zeros((c, n, h + 2 * q, w + 2 * q), dtype=x.dtype, device=device_of(x))
-    out[:, :, q : q + h, q : q + w] = xp.permute_dims(x, (1, 0, 2, 3))
-    return out
+def to_batch_last(x: Any, xp: Any) -> Any:
+    """NCHW -> ``(C, H, W, N)`` view (no copy); the layout of :mod:`.batchlast`."""
+    return xp.permute_dims(x, (1, 2, 3, 0))
 
 
-def _unfold(x: Any, k: int, q: int, xp: Any) -> tuple[Any, int, int]:
-    """im2col: ``(k*k*C, N*Ho*Wo)`` matrix whose row ``(i*k + j)*C + c`` holds ``xpad[:, c, i:, j:]``."""
-    n, c, h, w = x.shape
-    ho, wo = conv2d_output_side(h, k, q), conv2d_output_side(w, k, q)
-    xt = _channels_first_padded(x, q, xp)  # (C, N, Hp, Wp)
-    views = [xt[:, :, i : i + ho, j : j + wo] for i in range(k) for j in range(k)]
-    cols = xp.stack(views, axis=0)  # (k*k, C, N, Ho, Wo)
-    return xp.reshape(cols, (k * k * c, n * ho * wo)), ho, wo
-
-
-def _weight_matrix(weight: Any, xp: Any) -> Any:
-    """OIHW filters as an ``(O, k*k*C)`` matrix matching :func:`_unfold`'s row order."""
-    o, c, k, _ = weight.shape
-    return xp.reshape(xp.permute_dims(weight, (0, 2, 3, 1)), (o, k * k * c))
-
-
-def _batch_chunks(n: int, per_example: int) -> list[tuple[int, int]]:
-    step = max(1, _CHUNK_ELEMENTS // max(per_example, 1))
-    return [(s, min(s + step, n)) for s in range(0, n, step)]
+def to_nchw(x: Any, xp: Any) -> Any:
+    """``(C, H, W, N)`` -> NCHW view (no copy)."""
+    return xp.permute_dims(x, (3, 0, 1, 2))
 
 
 def _check_conv_args(x, weight, padding, xp, x_name="x", w_name="weight"):
@@ -122,13 +98,7 @@ def conv2d(x: Any, weight: Any, padding: int = 0, *, xp: Any = None) -> Any:
         raise ValueError(
             f"kernel {k} with padding {q} does not fit an input of side {h}x{w}; increase padding or the image size"
         )
-    wmat = _weight_matrix(weight, xp)
-    outs = []
-    for s, e in _batch_chunks(n, k * k * c * ho * wo):
-        cols, _, _ = _unfold(x[s:e, ...], k, q, xp)
-        y = xp.matmul(wmat, cols)  # (O, n*Ho*Wo)
-        outs.append(xp.permute_dims(xp.reshape(y, (o, e - s, ho, wo)), (1, 0, 2, 3)))
-    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
+    return to_nchw(BL.conv2d_bl(to_batch_last(x, xp), weight, q, xp), xp)
 
 
 def conv2d_transpose(y: Any, weight: Any, padding: int = 0, *, xp: Any = None) -> Any:
@@ -161,20 +131,7 @@ def conv2d_transpose(y: Any, weight: Any, padding: int = 0, *, xp: Any = None) -
     h, w = ho - 2 * q + k - 1, wo - 2 * q + k - 1
     if h < 1 or w < 1:
         raise ValueError(f"padding {q} is too large for kernel {k} and y of side {ho}x{wo}: the input side would be {h}x{w}")
-    # col2im: each output value spreads W[o] over a k x k patch of the padded input; the k*k
-    # shifted patches are added into a zero canvas of side Ho + k - 1 = H + 2q, then the padding
-    # is cropped. This is the transpose of _unfold, term by term, so the adjoint is exact for any q.
-    wmat = _weight_matrix(weight, xp)  # (O, k*k*C)
-    outs = []
-    for s, e in _batch_chunks(n, k * k * c * ho * wo):
-        g = xp.reshape(xp.permute_dims(y[s:e, ...], (1, 0, 2, 3)), (o, (e - s) * ho * wo))
-        cols = xp.reshape(xp.matmul(xp.matrix_transpose(wmat), g), (k * k, c, e - s, ho, wo))
-        canvas = xp.zeros((c, e - s, ho + k - 1, wo + k - 1), dtype=y.dtype, device=device_of(y))
-        for i in range(k):
-            for j in range(k):
-                canvas[:, :, i : i + ho, j : j + wo] = canvas[:, :, i : i + ho, j : j + wo] + cols[i * k + j, ...]
-        outs.append(xp.permute_dims(canvas[:, :, q : q + h, q : q + w], (1, 0, 2, 3)))
-    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
+    return to_nchw(BL.conv2d_transpose_bl(to_batch_last(y, xp), weight, q, xp), xp)
 
 
 def conv2d_vjp_input(grad_out: Any, weight: Any, padding: int = 0, *, xp: Any = None) -> Any:
@@ -214,13 +171,7 @@ def conv2d_vjp_weight(grad_out: Any, x: Any, padding: int = 0, *, xp: Any = None
         raise ValueError(
             f"grad_out of side {ho}x{wo} is not a stride-1 convolution output of x of side {h}x{w} with padding {q}"
         )
-    total = None
-    for s, e in _batch_chunks(n, k * k * c * ho * wo):
-        cols, _, _ = _unfold(x[s:e, ...], k, q, xp)  # (k*k*C, n*Ho*Wo)
-        g = xp.reshape(xp.permute_dims(grad_out[s:e, ...], (1, 0, 2, 3)), (o, (e - s) * ho * wo))
-        part = xp.matmul(g, xp.matrix_transpose(cols))  # (O, k*k*C)
-        total = part if total is None else total + part
-    return xp.permute_dims(xp.reshape(total, (o, k, k, c)), (0, 3, 1, 2))
+    return BL.conv2d_weight_grad_bl(to_batch_last(grad_out, xp), to_batch_last(x, xp), k, q, xp)
 
 
 def conv2d_transpose_vjp_input(grad_out: Any, weight: Any, padding: int = 0, *, xp: Any = None) -> Any:

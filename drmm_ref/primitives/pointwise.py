@@ -53,11 +53,16 @@ def logsumexp(x: Any, axis: Any = -1, *, keepdims: bool = False, xp: Any = None)
 
     .. math:: \\mathrm{lse}(x) = m + \\log \\sum_i \\exp(x_i - m), \\quad m = \\max_i x_i
 
-    Slices that are entirely ``-inf`` give ``-inf``.
+    Slices that are entirely ``-inf`` give ``-inf``, and so does a reduction over an axis of size
+    0 (the sum of no terms is 0, and ``log 0 = -inf``), as in ``scipy.special.logsumexp``.
     """
     xp = _checks.namespace(x, names=("x",), xp=xp)
     _checks.float_array(x, "x", xp)
     axes = _axes(axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):  # an empty sum: NumPy's max would raise on it
+        kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+        out = xp.full(kept, -float("inf"), dtype=x.dtype, device=device_of(x))
+        return out if keepdims else xp.squeeze(out, axis=axes)
     m = xp.max(x, axis=axes, keepdims=True)
     zero = xp.zeros((), dtype=x.dtype, device=device_of(x))
     m = xp.where(xp.isfinite(m), m, zero)  # all -inf slice: shift by 0, log(0) = -inf below
@@ -69,9 +74,21 @@ def logsumexp(x: Any, axis: Any = -1, *, keepdims: bool = False, xp: Any = None)
 
 
 def softmax(x: Any, axis: Any = -1, *, xp: Any = None) -> Any:
-    """Stable softmax over ``axis``: ``exp(x - logsumexp(x))``; sums to one over ``axis``."""
+    """Stable softmax over ``axis``: ``exp(x - m) / sum exp(x - m)`` with ``m = max x``; sums to one over ``axis``.
+
+    Normalising by the sum (rather than computing ``exp(x - logsumexp(x))``) keeps the sum at one
+    to rounding even when ``x`` is so large that ``logsumexp(x)`` rounds to ``max x``: scores
+    ``[1e12, 1e12]`` in float32 gave ``[1, 1]`` that way.
+    """
     xp = _checks.namespace(x, names=("x",), xp=xp)
-    return xp.exp(x - logsumexp(x, axis, keepdims=True, xp=xp))
+    _checks.float_array(x, "x", xp)
+    axes = _axes(axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):
+        return x + 0  # an empty axis: an empty result of the same shape
+    m = xp.max(x, axis=axes, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros((), dtype=x.dtype, device=device_of(x)))
+    e = xp.exp(x - m)
+    return e / xp.sum(e, axis=axes, keepdims=True)
 
 
 def logsumexp_vjp(grad_out: Any, x: Any, axis: Any = -1, *, keepdims: bool = False, xp: Any = None) -> Any:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._backend import device_of
 from . import _checks
+from . import batchlast as BL
 
 __all__ = [
     "maxpool2d",
@@ -29,6 +29,11 @@ __all__ = [
     "unpool2d_vjp_values",
     "select2d_vjp",
 ]
+
+
+def _trailing(x: Any, xp: Any) -> Any:
+    """NCHW -> ``(N, C, H, W, 1)`` view, the ``(..., H, W, batch)`` shape of the :mod:`.batchlast` kernels."""
+    return xp.reshape(x, tuple(x.shape) + (1,))
 
 
 def _check_divisible(x: Any, p: int, name: str) -> None:
@@ -67,17 +72,8 @@ def maxpool2d(x: Any, pool: int, *, xp: Any = None) -> tuple[Any, Any]:
     _checks.float_array(x, "x", xp, ndim=4)
     p = _checks.pos_int(pool, "pool")
     _check_divisible(x, p, "x")
-    # Running maximum over the p*p strided sub-grids, in row-major window order; a strict ">"
-    # keeps the first maximum at ties. (Cheaper than argmax over a permuted copy of the windows.)
-    values = x[:, :, 0::p, 0::p]
-    positions = xp.zeros(values.shape, dtype=xp.int64, device=device_of(x))
-    for slot in range(1, p * p):
-        i, j = divmod(slot, p)
-        candidate = x[:, :, i::p, j::p]
-        better = candidate > values
-        values = xp.where(better, candidate, values)
-        positions = xp.where(better, xp.asarray(slot, dtype=xp.int64, device=device_of(x)), positions)
-    return values, positions
+    values, positions = BL.maxpool_bl(_trailing(x, xp), p, xp)
+    return values[..., 0], positions[..., 0]
 
 
 def unpool2d(values: Any, positions: Any, pool: int, *, xp: Any = None) -> Any:
@@ -102,13 +98,7 @@ def unpool2d(values: Any, positions: Any, pool: int, *, xp: Any = None) -> Any:
     _check_positions(positions, p, xp)
     if tuple(positions.shape) != tuple(values.shape):
         raise ValueError(f"positions has shape {tuple(positions.shape)} but values has shape {tuple(values.shape)}")
-    n, c, hp, wp = values.shape
-    zero = xp.zeros((), dtype=values.dtype, device=device_of(values))
-    out = xp.zeros((n, c, hp * p, wp * p), dtype=values.dtype, device=device_of(values))
-    for slot in range(p * p):
-        i, j = divmod(slot, p)
-        out[:, :, i::p, j::p] = xp.where(positions == slot, values, zero)
-    return out
+    return BL.unpool_bl(_trailing(values, xp), _trailing(positions, xp), p, xp)[..., 0]
 
 
 def select2d(x: Any, positions: Any, pool: int, *, xp: Any = None) -> Any:
@@ -135,11 +125,7 @@ def select2d(x: Any, positions: Any, pool: int, *, xp: Any = None) -> Any:
     n, c, h, w = x.shape
     if tuple(positions.shape) != (n, c, h // p, w // p):
         raise ValueError(f"positions has shape {tuple(positions.shape)} but x pooled by {p} has shape {(n, c, h // p, w // p)}")
-    out = xp.zeros((n, c, h // p, w // p), dtype=x.dtype, device=device_of(x))
-    for slot in range(p * p):
-        i, j = divmod(slot, p)
-        out = xp.where(positions == slot, x[:, :, i::p, j::p], out)
-    return out
+    return BL.select_bl(_trailing(x, xp), _trailing(positions, xp), p, xp)[..., 0]
 
 
 def maxpool2d_vjp(grad_out: Any, positions: Any, pool: int, *, xp: Any = None) -> Any:

@@ -40,6 +40,7 @@ import numpy as np
 
 from .._backend import device_of, get_namespace, to_numpy
 from ..primitives import conv2d, maxpool2d, relu
+from ..primitives._checks import finite_result
 from . import _terms as T
 from .params import RMMParams
 
@@ -80,7 +81,7 @@ class DCNParams:
         xp = get_namespace(self.weights, self.bias, self.class_bias, self.position_offset,
                            names=("weights", "bias", "class_bias", "position_offset"))
         w = self.weights
-        if not xp.isdtype(w.dtype, "real floating"):
+        if not (w.dtype == xp.float32 or w.dtype == xp.float64):
             raise TypeError(f"weights must be a real floating array, got dtype {w.dtype}")
         if w.ndim != 5 or w.shape[3] != w.shape[4]:
             raise ValueError(f"weights must have shape (K, M, C, k, k), got {tuple(w.shape)}")
@@ -154,6 +155,10 @@ def dcn_scores(dcn: DCNParams, images: Any) -> Any:
     if images.ndim != 4 or tuple(images.shape[1:]) != (C, *dcn.image_shape):
         raise ValueError(f"images must have shape (N, {C}, {dcn.image_shape[0]}, {dcn.image_shape[1]}), "
                          f"got {tuple(images.shape)}")
+    if images.shape[0] < 1:
+        raise ValueError(f"images must hold at least one image, got an empty batch of shape {tuple(images.shape)}")
+    if images.dtype != dcn.weights.dtype:
+        raise TypeError(f"images has dtype {images.dtype} but the DCN has {dcn.weights.dtype}; cast one of them")
     if not bool(xp.all(xp.isfinite(images))):
         raise ValueError("images contains NaN or inf; clean the data first")
     n = images.shape[0]
@@ -164,9 +169,9 @@ def dcn_scores(dcn: DCNParams, images: Any) -> Any:
     h = xp.max(h, axis=2)  # maxout over sub-templates
     if dcn.pool is None:
         pooled = xp.max(h, axis=(2, 3))
-        return pooled + dcn.class_bias
+        return finite_result(pooled + dcn.class_bias, "dcn_scores")
     pooled, _ = maxpool2d(h, dcn.pool)
-    return pooled + dcn.class_bias[:, None, None]
+    return finite_result(pooled + dcn.class_bias[:, None, None], "dcn_scores")
 
 
 def dcn_classify(dcn: DCNParams, images: Any) -> Any:

@@ -17,6 +17,10 @@ position and sub-template, are summed (sum-product) or maximised (max-sum) in cl
 and :func:`tempered_class_scores` interpolates between them (SPEC §1, R2). Every function is
 vectorised over examples, classes, sub-templates and positions (no Python loops over them).
 
+Bad input is an error naming the argument (``docs/guarantees.md``): an empty batch, float class
+indices, a count that is not an integer; and a result that overflows the working dtype (float32
+images of magnitude 1e30, say) raises ``ValueError`` instead of returning inf or NaN.
+
 Window form (``params.pool = p``): every result carries the window axes ``(Rh, Rw)`` after the
 example (and class) axes: it is the result of the model whose nuisance is restricted to that window.
 """
@@ -31,6 +35,7 @@ import numpy as np
 
 from .._backend import asarray, device_of, get_namespace, to_numpy
 from ..primitives import conv2d_transpose, logsumexp, softmax
+from ..primitives._checks import finite_result
 from . import _terms as T
 from .params import RMMParams
 
@@ -115,6 +120,8 @@ def _check_classes(params: RMMParams, classes: Any, n: int, name: str = "classes
     if classes.ndim < 1 or classes.shape[0] != n:
         raise ValueError(f"{name} must have shape (N,) = ({n},) (or (N, ...) matching the latents), "
                          f"got {tuple(classes.shape)}")
+    if classes.shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0): the batch must hold at least one example")
     if bool(xp.any(classes < 0)) or bool(xp.any(classes >= params.num_classes)):
         raise ValueError(f"{name} must lie in [0, {params.num_classes - 1}] (K = {params.num_classes} classes)")
     return xp
@@ -287,7 +294,7 @@ def log_joint(params: RMMParams, images: Any, classes: Any, latents: Latents) ->
     mean = render(params, c, flat_latents)
     imgs = xp.reshape(xp.broadcast_to(images[:, None, ...], (n, extra, *images.shape[1:])), (b, *images.shape[1:]))
     resid = imgs - mean
-    sq = xp.sum(resid * resid, axis=(1, 2, 3))
+    sq = finite_result(xp.sum(resid * resid, axis=(1, 2, 3)), "log_joint (the squared residual ||I - mu||^2)")
     _, wg = params.grid_shape
     log_pos = xp.take(xp.reshape(T.log_position_prior(params), (-1,)),
                       flat_latents.positions[:, 0] * wg + flat_latents.positions[:, 1])
@@ -380,7 +387,7 @@ def max_sum_scores(params: RMMParams, images: Any) -> Any:
     """
     T.check_images(params, images)
     best, _, _ = _max_sum(params, images, want_argmax=False)
-    return _squeeze_windows(best + _class_offset(params, images), params, 2)
+    return finite_result(_squeeze_windows(best + _class_offset(params, images), params, 2), "max_sum_scores")
 
 
 def map_estimate(params: RMMParams, images: Any, classes: Optional[Any] = None) -> tuple[Any, Latents, Any]:
@@ -410,7 +417,7 @@ def map_estimate(params: RMMParams, images: Any, classes: Optional[Any] = None) 
     K = params.num_classes
     dev = device_of(images)
     best_msg, idx, on = _max_sum(params, images, want_argmax=True)  # (N, K, Rh, Rw) each
-    best = best_msg + _class_offset(params, images)
+    best = finite_result(best_msg + _class_offset(params, images), "map_estimate (the max-sum scores)")
     if classes is None:
         cls = xp.astype(xp.argmax(best, axis=1), xp.int64)  # (N, Rh, Rw)
     else:
@@ -466,7 +473,8 @@ def tempered_class_scores(params: RMMParams, images: Any, inverse_temperature: f
     if not math.isfinite(tau) or tau <= 0:
         raise ValueError(f"inverse_temperature must be a finite number > 0, got {inverse_temperature!r}")
     msg = _sum_product_messages(params, images, tau)
-    return _squeeze_windows(logsumexp(msg, axis=-1) / tau + _class_offset(params, images), params, 2)
+    out = _squeeze_windows(logsumexp(msg, axis=-1) / tau + _class_offset(params, images), params, 2)
+    return finite_result(out, "tempered_class_scores (ln p(I, c))")
 
 
 def class_log_marginal(params: RMMParams, images: Any) -> Any:
@@ -544,4 +552,5 @@ def posterior(params: RMMParams, images: Any, classes: Optional[Any] = None) -> 
               + T.image_log_constant(params, images)[:, None, None])
     if params.pool is None:
         log_ev = log_ev[:, 0, 0]
+    finite_result(log_ev, "posterior (ln p(I))")
     return Posterior(resp, resp_on, log_ev)

@@ -105,8 +105,8 @@ class RMMParams:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         t = self.templates
         xp = get_namespace(t, names=("templates",))
-        if not xp.isdtype(t.dtype, "real floating"):
-            raise TypeError(f"templates must be a real floating array, got dtype {t.dtype}")
+        if not (t.dtype == xp.float32 or t.dtype == xp.float64):
+            raise TypeError(f"templates must be a real floating array (float32 or float64), got dtype {t.dtype}")
         if t.ndim != 5 or t.shape[3] != t.shape[4] or min(t.shape) < 1:
             raise ValueError(f"templates must have shape (K, M, C, k, k) with square patches, got {tuple(t.shape)}")
         _finite_host(t, "templates")
