@@ -9,10 +9,13 @@ runs drmm_ref's *own forward functions* on float64 tensors that require gradient
 * primitives: ``conv2d`` (input and weight), ``conv2d_transpose`` (input and weight), ``relu``,
   ``maxpool2d`` (values in x), ``unpool2d`` (values), ``select2d``, ``logsumexp``, ``softmax``;
 * the backward pass ``drmm.backward`` vs autograd of ``bottom_up(...).scores`` (images and every parameter);
-* ``drmm.render_vjp`` vs autograd of ``render`` (cotangents on several levels);
+* ``drmm.render_vjp`` vs autograd of ``render`` (cotangents on several levels), also of a
+  ``relu_topdown`` rendering (SPEC §5: the ReLU masks);
+* ``drmm.backward_and_render`` (the EG step's fused downward pass) vs autograd of the scores;
 * ``learning.objective_and_gradients`` for every term alone and all together vs autograd of the
   objective built from the same E-step and term functions (``cross_entropy``, ``reconstruction``,
-  ``nonnegativity``, ``entropy_term`` in both signs, ``balance_term``), unlabelled rows included;
+  ``nonnegativity``, ``entropy_term`` in both signs, ``balance_term``), unlabelled rows included, and
+  ``learning.fused_objective_and_gradients`` (what ``eg_step`` uses) with and without ``relu_topdown``;
 * ``learning.block_operator(...).adjoint`` vs autograd of ``.apply`` for every block.
 
 It also runs the public entry points (sampling, inference, EM, EG steps, block steps, closed forms) on
@@ -192,6 +195,41 @@ def _model(torch, D, LR, chk: _Checker, net, seed: int, n: int) -> None:
             a = torch.zeros_like(tree[k]) if a is None else a
             e = tree_explicit.get(k, torch.zeros_like(tree[k]))
             chk.check(f"objective {tag}", e, a)
+    # the fused EG pass (backward_and_render, then render_vjp), also with the ReLU top-down form (SPEC §5)
+    grads, _ = D.backward_and_render(base, fw0, sbar, classes)
+    params, tree = _with_leaves(torch, base)
+    auto = grad(D.bottom_up(params, images).scores, [tree[k] for k in names], sbar, allow_unused=True)
+    explicit = {"class_templates": grads.class_templates, "class_biases": grads.class_biases}
+    explicit.update({f"filters_{l}": w for l, w in enumerate(grads.filters, start=1)})
+    explicit.update({f"biases_{l}": b for l, b in enumerate(grads.biases, start=1)})
+    for k, a in zip(names, auto):
+        chk.check(f"backward_and_render ({label})", explicit[k], torch.zeros_like(tree[k]) if a is None else a)
+    params, tree = _with_leaves(torch, base)
+    r = D.render(params, classes, fw0.latents, relu_topdown=True)
+    total = sum((r.renderings[l] * cot[l]).sum() for l in levels)
+    auto = grad(total, [tree[k] for k in rv_names])
+    gr = D.render_vjp(base, D.render(base, classes, fw0.latents, relu_topdown=True), None, cot)
+    explicit = {"class_templates": gr.class_templates}
+    explicit.update({f"filters_{l}": w for l, w in enumerate(gr.filters, start=1)})
+    for k, a in zip(rv_names, auto):
+        chk.check(f"render_vjp relu_topdown ({label})", explicit[k], a)
+    for relu_topdown in (False, True):
+        weights = LR.LossWeights(**WEIGHTS["all"])
+        est = LR.e_step(base, images, labels)
+        _, tree_explicit, _ = LR.fused_objective_and_gradients(base, est.forward, est.classes, labels, weights,
+                                                               relu_topdown=relu_topdown)
+        params, tree = _with_leaves(torch, base)
+        e2 = LR.e_step(params, images, labels, relu_topdown=relu_topdown)
+        value = (weights.ce * LR.cross_entropy(e2.forward.scores, labels)[0]
+                 + weights.rc * LR.reconstruction(images, e2.rendering.image)[0]
+                 + weights.nn * LR.nonnegativity(e2.rendering.renderings)[0]
+                 + weights.h * LR.entropy_term(e2.forward.scores, weights.h_sign)[0]
+                 + weights.balance * LR.balance_term(e2.forward.scores)[0])
+        auto = grad(value, [tree[k] for k in names], allow_unused=True)
+        for k, a in zip(names, auto):
+            a = torch.zeros_like(tree[k]) if a is None else a
+            chk.check(f"fused objective all{' relu_topdown' if relu_topdown else ''}",
+                      tree_explicit.get(k, torch.zeros_like(tree[k])), a)
     # the block operators' adjoints
     rend = D.render(base, classes, fw0.latents)
     for block in LR.block_names(net.L):
