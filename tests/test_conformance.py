@@ -156,7 +156,8 @@ class NumpyDRMM:
             u = _conv_scipy(h, params[f"filters_{l}"], layer["padding"], self.flip)
             u = u + params[f"biases_{l}"][None, :, None, None]
             p = layer["pool"]
-            h, t = _pool(np.maximum(u, 0.0), p, self.last, self.flat) if p > 1 else (np.maximum(u, 0.0), np.zeros(u.shape, np.int64))
+            r = np.maximum(u, 0.0)
+            h, t = _pool(r, p, self.last, self.flat) if p > 1 else (r, np.zeros(u.shape, np.int64))
             if not self.flat:
                 t = np.where(h > 0, t, 0)
             out.update({f"preactivations_{l}": u, f"features_{l}": h, f"positions_{l}": t, f"switches_{l}": h > 0})

@@ -133,7 +133,8 @@ def _with_leaves(torch, params):
 
 WEIGHTS = {
     "ce": dict(ce=1, rc=0, nn=0, h=0), "rc": dict(ce=0, rc=1, nn=0, h=0), "nn": dict(ce=0, rc=0, nn=1, h=0),
-    "h-entropy": dict(ce=0, rc=0, nn=0, h=1, h_sign="entropy"), "h-kl": dict(ce=0, rc=0, nn=0, h=1, h_sign="kl_to_prior"),
+    "h-entropy": dict(ce=0, rc=0, nn=0, h=1, h_sign="entropy"),
+    "h-kl": dict(ce=0, rc=0, nn=0, h=1, h_sign="kl_to_prior"),
     "balance": dict(ce=0, rc=0, nn=0, h=0, balance=1), "all": dict(ce=1, rc=1, nn=0.5, h=0.2, balance=0.3),
 }
 
@@ -285,10 +286,12 @@ def _entry_points(torch) -> dict[str, str]:
                       class_prior=torch.tensor([0.4, 0.6], dtype=torch.float64), switch_prior=0.7, sigma2=0.5,
                       image_shape=(6, 6), padding=1)
     images = R.sample(rmm, 6, 0)[0]
-    attempt("rmm.sample/max_sum_scores/map_estimate", lambda: R.map_estimate(rmm, images) and R.max_sum_scores(rmm, images))
+    attempt("rmm.sample/max_sum_scores/map_estimate",
+            lambda: (R.map_estimate(rmm, images), R.max_sum_scores(rmm, images)))
     attempt("rmm.posterior/e_step/m_step", lambda: R.m_step(rmm, images, R.e_step(rmm, images)))
     attempt("rmm.hard_e_step/m_step", lambda: R.m_step(rmm, images, R.hard_e_step(rmm, images)))
-    attempt("rmm.to_dcn/dcn_scores/from_dcn", lambda: R.from_dcn(R.to_dcn(rmm), 0.5) and R.dcn_scores(R.to_dcn(rmm), images))
+    attempt("rmm.to_dcn/dcn_scores/from_dcn",
+            lambda: (R.from_dcn(R.to_dcn(rmm), 0.5), R.dcn_scores(R.to_dcn(rmm), images)))
     attempt("rmm.tempered_class_scores", lambda: R.tempered_class_scores(rmm, images, 2.0))
     attempt("rmm.fit (k-means++ init, soft EM)", lambda: R.fit(images, 2, kernel=3, padding=1, max_iter=2, seed=0))
     return out
@@ -327,7 +330,8 @@ def run(args) -> Result:
                 "networks": [n.name for n in nets], "entry_points": entry,
                 "outputs_not_torch_float64": sorted(set(chk.not_torch)), "torch": torch.__version__}
     summary = (f"{chk.count} explicit VJPs vs torch.autograd of the same code on torch tensors: worst rel. error "
-               f"{worst:.1e} (tol {TOL:g}); {sum(v == 'ok' for v in entry.values())}/{len(entry)} entry points ran on torch"
+               f"{worst:.1e} (tol {TOL:g}); {sum(v == 'ok' for v in entry.values())}/{len(entry)} entry points ran on "
+               "torch"
                + (f"; FAILED: {', '.join(failed_entry)}" if failed_entry else ""))
     return Result("pass" if passed else "fail", measured, TOL, summary, dtype="float64",
                   data_source="synthetic (seeded)")

@@ -152,14 +152,16 @@ def _first_seed(base: int, ok: Callable[[int], bool], what: str, tries: int = 20
     for seed in range(base, base + tries):
         if ok(seed):
             return seed
-    raise RuntimeError(f"no seed in [{base}, {base + tries}) gives {what} with the margins of drmm_ref.conformance.cases")
+    raise RuntimeError(f"no seed in [{base}, {base + tries}) gives {what} with the margins of "
+                       "drmm_ref.conformance.cases")
 
 
 # -- case construction -------------------------------------------------------------------------
 def make_case(name: str, op: str, inputs: dict[str, Any], *, tol: str = "default", description: str = "",
               tags: tuple[str, ...] = (), zero_default: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> Case:
-    """Run the reference on ``inputs`` and wrap the result as a :class:`Case` (outputs starting with ``drop`` not kept)."""
-    expected = {k: v for k, v in flatten_outputs(getattr(REF, op)(**inputs)).items() if not k.startswith(drop or ("\0",))}
+    """Run the reference on ``inputs``; the result as a :class:`Case` (outputs starting with ``drop`` left out)."""
+    outputs = flatten_outputs(getattr(REF, op)(**inputs))
+    expected = {k: v for k, v in outputs.items() if not (drop and k.startswith(drop))}
     for k, v in expected.items():
         if v.dtype.kind == "f" and not np.all(np.isfinite(v)) and op not in ("rmm_posterior",):
             raise ValueError(f"case {name}: output {k} is not finite")
@@ -217,7 +219,8 @@ def primitive_cases() -> Iterator[Case]:
                         tol="exact")
         x = _normal(rng, (2, 3, 4 * p, 2 * p))
         yield make_case(f"primitives/select2d/pool{p}", "select2d", {"x": x, "positions": t, "pool": p}, tol="exact")
-    for tag, shape, axis, offset in (("rows", (3, 5), 1, 0.0), ("large", (2, 4), 1, 800.0), ("axis0", (4, 3, 2), 0, 0.0)):
+    rows = (("rows", (3, 5), 1, 0.0), ("large", (2, 4), 1, 800.0), ("axis0", (4, 3, 2), 0, 0.0))
+    for tag, shape, axis, offset in rows:
         x = _normal(rng, shape, 3.0) + offset
         g = _normal(rng, tuple(d for i, d in enumerate(shape) if i != axis))
         gs = _normal(rng, shape)
@@ -340,7 +343,8 @@ def drmm_cases(name: str, net: D.Network, base_seed: int) -> Iterator[Case]:
     lat = {k: v for k, v in fw.items() if k.startswith(("positions_", "switches_"))}
     for block in sorted({"filters_1", f"filters_{net.L}", "class_templates"}):
         if want(f"block_step/{block}"):
-            inputs = {**b(), "images": ni.images, "classes": ni.classes, "latents": lat, "block": block, "damping": 0.01}
+            inputs = {**b(), "images": ni.images, "classes": ni.classes, "latents": lat, "block": block,
+                      "damping": 0.01}
             k_cg = _unconverged_iterations(inputs, 3)
             yield make_case(pre + f"block_step/{block}", "block_step", {**inputs, "k_cg": k_cg}, tol="cg",
                             description=f"{k_cg} CGLS iteration(s) at the bottom-up latents, damping 0.01")
@@ -409,7 +413,8 @@ def make_rmm(cfg: dict, seed: int) -> dict[str, Any]:
 
 def rmm_map_margin_ok(rmm: dict, images: np.ndarray, classes: np.ndarray | None) -> bool:
     """The max-sum MAP of every (example, class, window) is away from ties, read off the exact posterior:
-    ``log p(c, m, g, a=1 | I)`` and ``log p(c, m, g, a=0 | I)`` differ from the joint terms by one constant per example."""
+    ``log p(c, m, g, a=1 | I)`` and ``log p(c, m, g, a=0 | I)`` differ from the joint terms by one constant per
+    example."""
     post = REF.rmm_posterior(rmm, images, None)
     on = post["responsibilities_on"]
     off = post["responsibilities"] - on

@@ -188,7 +188,8 @@ def read_fixture(path: str | Path) -> tuple[dict[str, Any], list[Case]]:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise FixtureError(f"{path}: unreadable fixture file ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise FixtureError(f"{path}: format {meta.get('format') if isinstance(meta, dict) else meta!r} is not {FORMAT!r}")
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise FixtureError(f"{path}: format {found!r} is not {FORMAT!r}")
     version = meta.get("version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise FixtureError(f"{path}: fixture version {version!r} is not supported (this drmm_ref reads "
@@ -208,7 +209,7 @@ def read_fixture(path: str | Path) -> tuple[dict[str, Any], list[Case]]:
 
 
 def write_manifest(folder: str | Path, files: list[Path], generator: dict[str, Any]) -> Path:
-    """``manifest.json``: every fixture file (in the order given: the runner's order) with its SHA-256 and case count."""
+    """``manifest.json``: every fixture file (in the order given, the runner's) with its SHA-256 and case count."""
     entries = []
     for f in files:
         meta, cases = read_fixture(f)

@@ -68,7 +68,8 @@ def generate(out: str | Path | None = None, groups: list[str] | None = None, *, 
             print(f"{path}: {len(cases)} cases, {path.stat().st_size / 1024:.0f} KiB, "
                   f"{time.perf_counter() - start:.1f} s")
     order = {f"{g}.npz": i for i, g in enumerate(GROUPS)}
-    write_manifest(folder, sorted(folder.glob("*.npz"), key=lambda f: (order.get(f.name, len(order)), f.name)), GENERATOR)
+    files = sorted(folder.glob("*.npz"), key=lambda f: (order.get(f.name, len(order)), f.name))
+    write_manifest(folder, files, GENERATOR)
     return written
 
 
@@ -85,7 +86,8 @@ def check(groups: list[str] | None = None, folder: str | Path | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drmm_ref.conformance.generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m drmm_ref.conformance.generate",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="target folder (default: the package's fixtures/)")
     parser.add_argument("--only", nargs="+", metavar="GROUP", choices=sorted(GROUPS), help="write only these groups")
     parser.add_argument("--check", action="store_true",

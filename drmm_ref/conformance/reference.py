@@ -79,8 +79,7 @@ def from_rmm(p: R.RMMParams) -> dict[str, Any]:
 
 
 def _rmm_latents(latents: dict) -> R.Latents:
-    return R.Latents(np.asarray(latents["subtemplates"], dtype=np.int64), np.asarray(latents["positions"], dtype=np.int64),
-                     np.asarray(latents["switches"], dtype=np.int64))
+    return R.Latents(*(np.asarray(latents[k], dtype=np.int64) for k in ("subtemplates", "positions", "switches")))
 
 
 def _optimizer(spec: dict):

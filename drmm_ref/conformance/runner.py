@@ -252,7 +252,8 @@ def run_cases(adapter: Any, cases: list[Case] | None = None, *, only: list[str] 
 def load_adapter(spec: str) -> Any:
     """``module:object`` -> the object (a class is instantiated without arguments)."""
     if ":" not in spec:
-        raise ValueError(f"--adapter must look like module:object (e.g. drmm_ref.conformance.reference:ADAPTER), got {spec!r}")
+        raise ValueError("--adapter must look like module:object (e.g. drmm_ref.conformance.reference:ADAPTER), "
+                         f"got {spec!r}")
     module, _, attr = spec.partition(":")
     obj = importlib.import_module(module)
     for part in attr.split("."):

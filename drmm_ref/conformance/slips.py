@@ -140,7 +140,8 @@ def _last_max(case: Case) -> list[dict]:
     if op == "maxpool2d":
         return [{"values": case.expected["values"], "positions": _last_argmax(x["x"], x["pool"])}]
     if op == "maxpool2d_vjp":
-        return [_ref("unpool2d", {"values": x["grad_out"], "positions": _last_argmax(x["x"], x["pool"]), "pool": x["pool"]})]
+        t = _last_argmax(x["x"], x["pool"])
+        return [_ref("unpool2d", {"values": x["grad_out"], "positions": t, "pool": x["pool"]})]
     if op == "bottom_up":
         return _bottom_up_variants_last(case)
     if op == "top_down":
@@ -337,16 +338,17 @@ SLIPS: tuple[Slip, ...] = (
     Slip("flat-positions", "positions are row-major indices INSIDE each p x p window (0..p*p-1), not flat indices into "
          "the pre-pool plane: t = (row % p) * p + (col % p) for PyTorch's index = row * W + col "
          "(docs/porting.md, 'Positions')", _flat_positions),
-    Slip("batch-sum", "the terms are batch means (CE over the labelled rows; RC per pixel and row; NN per unit and row; "
-         "H and the balance term over rows): divide the sums", _batch_sum),
-    Slip("param-mean", "parameter cotangents are SUMMED over the batch (the input cotangent is per example)", _param_mean),
+    Slip("batch-sum", "the terms are batch means (CE over the labelled rows; RC per pixel and row; NN per unit and "
+         "row; "         "H and the balance term over rows): divide the sums", _batch_sum),
+    Slip("param-mean", "parameter cotangents are SUMMED over the batch (the input cotangent is per example)",
+         _param_mean),
     Slip("rc-over-sigma2", "RC = sum ||I - x_hat||^2 / (2 N D), not divided by sigma^2", _rc_over_sigma2),
     Slip("rc-pixel-sum", "RC is a per-pixel mean: divide the squared error by 2 N D", _rc_pixel_sum),
     Slip("ce-all-rows", "CE averages over the LABELLED rows only (label -1 is unlabelled); RC, NN, H and the balance "
          "term use every row", _ce_all_rows),
     Slip("h-sign", "the H term's sign is weights['h_sign']: 'entropy' = H(q), 'kl_to_prior' = log K - H(q)", _h_sign),
-    Slip("missing-hw", "constant templates (K, C_L, 1, 1) are broadcast over the H_L x W_L grid and the score SUMS over "
-         "it: s_c = H_L W_L * GAP(h^(L)) . v_c + b_c", _missing_hw),
+    Slip("missing-hw", "constant templates (K, C_L, 1, 1) are broadcast over the H_L x W_L grid and the score SUMS "
+         "over "         "it: s_c = H_L W_L * GAP(h^(L)) . v_c + b_c", _missing_hw),
     Slip("unpinned-dcn", "rmm max-sum scores = DCN scores + kappa(I), kappa(I) = -||I||^2 / (2 sigma^2) - (D/2) "
          "ln(2 pi sigma^2) (drmm_ref.rmm.pinned_constant)", _unpinned),
     Slip("rmm-corner", "an RMM position (row, col) puts the template's top-left corner at pixel (row - q, col - q)",

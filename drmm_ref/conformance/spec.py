@@ -103,7 +103,8 @@ OPERATIONS: tuple[Operation, ...] = (
     _op("learning", "backprop_step", "net params images labels optimizer", "<trainable name>",
         "one backprop step on CE alone: the new trainable arrays"),
     _op("learning", "block_step", "net params images classes latents block k_cg damping", "theta rc_before rc_iterates",
-        "the exact CGLS block step on RC at fixed latents (SPEC §3): new block value, RC before and after each iterate"),
+        "the exact CGLS block step on RC at fixed latents (SPEC §3): new block value, RC before and after each "
+        "iterate"),
     # the shallow model (SPEC §1)
     _op("rmm", "rmm_render", "rmm classes latents", "out", "a T_g mu_{c,m} for each configuration"),
     _op("rmm", "rmm_log_joint", "rmm images classes latents", "out", "ln p(I, c, m, g, a)"),

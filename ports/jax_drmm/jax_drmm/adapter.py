@@ -154,7 +154,8 @@ class JaxAdapter:
     def log_joint(self, net, params, images, classes, latents):
         p = _params(params)
         s2 = p["noise_variance"]
-        f = _jit("log_joint", [net, s2], lambda: lambda q, x, c, lat: C.log_joint(net, {**q, "noise_variance": s2}, x, c, lat))
+        f = _jit("log_joint", [net, s2],
+                 lambda: lambda q, x, c, lat: C.log_joint(net, {**q, "noise_variance": s2}, x, c, lat))
         return _np(f(_arrays(p), _t(images), _i(classes), _latents(latents)))
 
     def backward(self, net, params, images, grad_scores):
@@ -202,7 +203,8 @@ class JaxAdapter:
         return self.eg_step(net, params, images, labels, LR.CE_ONLY, optimizer)
 
     def block_step(self, net, params, images, classes, latents, block, k_cg, damping):
-        return _np(LR.block_step(net, _params(params), _t(images), _i(classes), _latents(latents), block, k_cg, damping))
+        out = LR.block_step(net, _params(params), _t(images), _i(classes), _latents(latents), block, k_cg, damping)
+        return _np(out)
 
     @staticmethod
     def _rmm(method: str, rmm: dict, *args, extra=None):

@@ -110,7 +110,7 @@ def backprop_step(net, params, images, labels, optimizer) -> dict:
 
 
 def block_step(net, params, images, classes, latents, block: str, k_cg: int, damping: float) -> dict:
-    """CGLS on ``RC_B + (damping / 2) ||theta - theta_old||^2`` at fixed latents; the adjoint by ``jax.linear_transpose``."""
+    """CGLS on ``RC_B + (damping / 2) ||theta - theta_old||^2`` at fixed latents (adjoint: ``jax.linear_transpose``)."""
     old = params[block]
     nd = images.size
     lam = damping * nd
@@ -148,4 +148,5 @@ def block_step(net, params, images, classes, latents, block: str, k_cg: int, dam
         gamma_new = sq(s)
         d = s + (gamma_new / gamma) * d
         gamma = gamma_new
-    return {"theta": old + x, "rc_before": jnp.asarray(rc_before), "rc_iterates": jnp.asarray(iterates, dtype=jnp.float64)}
+    return {"theta": old + x, "rc_before": jnp.asarray(rc_before),
+            "rc_iterates": jnp.asarray(iterates, dtype=jnp.float64)}

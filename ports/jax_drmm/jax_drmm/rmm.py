@@ -156,7 +156,8 @@ class RMM:
     def map_estimate_one_hot(self, images, labels=None):
         cls, sub, pos, a, score = self.map_estimate(images, labels)
         n = images.shape[0]
-        resp = jnp.zeros((n, self.K, self.M, self.Hg, self.Wg)).at[jnp.arange(n), cls, sub, pos[:, 0], pos[:, 1]].set(1.0)
+        resp = jnp.zeros((n, self.K, self.M, self.Hg, self.Wg))
+        resp = resp.at[jnp.arange(n), cls, sub, pos[:, 0], pos[:, 1]].set(1.0)
         return resp, resp * a[:, None, None, None, None], score
 
     def _m_sums(self, images, resp, resp_on, empty_tol):

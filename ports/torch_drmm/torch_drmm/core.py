@@ -143,7 +143,7 @@ def bottom_up(net: Net, p: Params, images: torch.Tensor) -> dict:
 
 
 def render(net: Net, p: Params, classes: torch.Tensor, latents: dict) -> list:
-    """``z^(L) = mu_c``, ``z^(l-1) = conv_transpose2d(unpool(a * z^(l), t), W^(l), q_l)``; returns [z^(0), ..., z^(L)]."""
+    """``z^(L) = mu_c``, ``z^(l-1) = conv_transpose2d(unpool(a * z^(l), t), W^(l), q_l)``: [z^(0), ..., z^(L)]."""
     z = template_maps(net, p)[classes]
     zs = [z]
     for l in range(net.L, 0, -1):
@@ -157,7 +157,7 @@ def render(net: Net, p: Params, classes: torch.Tensor, latents: dict) -> list:
 
 
 def log_joint(net: Net, p: Params, images: torch.Tensor, classes: torch.Tensor, latents: dict) -> torch.Tensor:
-    """``ln p(I, c, g)``: Gaussian pixels around the rendering, class prior, per-unit switch and uniform position priors."""
+    """``ln p(I, c, g)``: Gaussian pixels around the rendering, class prior, per-unit switch and position priors."""
     s2 = p.noise_variance
     d = math.prod(net.image_shape)
     resid = ((images - render(net, p, classes, latents)[0]) ** 2).sum(dim=(1, 2, 3))

@@ -38,7 +38,7 @@ def e_step(net: Net, p: Params, images: torch.Tensor, labels: torch.Tensor | Non
 
 
 def _terms(net: Net, p: Params, images, labels, weights: dict, classes, latents) -> dict:
-    n, k = images.shape[0], net.n_classes
+    k = net.n_classes
     out = {}
     if any(weights[t] > 0 for t in ("ce", "h", "balance")):
         s = bottom_up(net, p, images)["scores"]  # autograd routes through relu and the max-pool indices

@@ -178,7 +178,7 @@ class RMM:
         return resp, resp * a.view(n, 1, 1, 1, 1).to(resp.dtype), score
 
     def m_step(self, images, resp, resp_on, prior_floor=1e-6, empty_tol=1e-12):
-        """Closed-form M-step (SPEC §1): per-pixel template means, sigma^2 with the new templates, priors with floors."""
+        """Closed-form M-step (SPEC §1): per-pixel template means, sigma^2 with the new templates, floored priors."""
         n = images.shape[0]
         km = self.K * self.M
         r1 = resp_on.reshape(n, km, self.Hg, self.Wg)
