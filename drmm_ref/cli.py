@@ -90,6 +90,18 @@ def _number(*, positive: bool = False, below_one: bool = False, up_to_one: bool 
     return parse
 
 
+def _schedule(text: str) -> str:
+    from drmm_ref.learning.optim import lr_schedule
+
+    try:
+        return lr_schedule(text).spec
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_schedule.__name__ = "schedule"
+
+
 def _folder(text: str) -> str:
     if text.strip() == "":
         raise argparse.ArgumentTypeError("must name a folder, got an empty string")
@@ -101,7 +113,8 @@ _FLAGS = {"n_labels": "--labels", "n_train": "--n-train", "n_eval": "--n-eval", 
           "label_seed": "--label-seed", "init_from": "--init-from", "k_cg": "--k-cg", "cg_eta": "--cg-eta",
           "cg_blocks": "--cg-blocks", "lr": "--lr", "epochs": "--epochs", "seed": "--seed",
           "momentum": "--momentum", "checkpoint_every_steps": "--checkpoint-every-steps",
-          "checkpoint_every_seconds": "--checkpoint-every-minutes", "backend": "--backend", "dtype": "--dtype"}
+          "checkpoint_every_seconds": "--checkpoint-every-minutes", "backend": "--backend", "dtype": "--dtype",
+          "lr_schedule": "--lr-schedule", "relu_topdown": "--relu-topdown"}
 
 
 class _FlagError(Exception):
@@ -129,7 +142,8 @@ def train_config(args):
                        backend=args.backend, n_labels=args.labels, label_seed=args.label_seed,
                        init_from=args.init_from, checkpoint_every_steps=args.checkpoint_every_steps,
                        checkpoint_every_seconds=None if args.checkpoint_every_minutes == 0
-                       else 60.0 * args.checkpoint_every_minutes)
+                       else 60.0 * args.checkpoint_every_minutes, lr_schedule=args.lr_schedule,
+                       relu_topdown=args.relu_topdown)
 
 
 def _train(args) -> int:
@@ -165,22 +179,30 @@ def _evaluate(args) -> int:
 
     from drmm_ref import to_numpy
     from drmm_ref import _backend
-    from drmm_ref.learning import TrainConfig, evaluate, load_checkpoint, load_data
+    from drmm_ref.io import NoTrainingState, load_checkpoint, load_params
+    from drmm_ref.learning import TrainConfig, evaluate, load_data
     from drmm_ref.learning.parallel import default_threads
 
     _backend.keep_freed_host_memory()
-    ckpt = load_checkpoint(args.checkpoint)
-    config = TrainConfig.from_dict(ckpt.config)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        params, meta = ckpt.params, {"config": ckpt.config, "epoch": ckpt.epoch}
+    except NoTrainingState:  # a parameter file: its metadata may hold the run's configuration
+        params, meta = load_params(args.checkpoint, return_metadata=True)
+    if not isinstance(meta.get("config"), dict):
+        raise _FlagError(f"{args.checkpoint}: a parameter file without the training configuration in its metadata; "
+                         "evaluate needs it to load the run's data (pass a training checkpoint)")
+    config = TrainConfig.from_dict(meta["config"])
     data = load_data(config, path=args.mnist_path, offline=args.offline or None, progress=False)
-    report = {"checkpoint": str(args.checkpoint), "epoch": ckpt.epoch, "model": config.model,
-              "network": ckpt.params.net.name, "data_source": data.source}
+    report = {"checkpoint": str(args.checkpoint), "epoch": meta.get("epoch"), "model": config.model,
+              "network": params.net.name, "data_source": data.source}
     splits = ("validation", "test") if args.split == "both" else (args.split,)
     for name in splits:
         split = getattr(data, name)
         x, y = to_numpy(split.images), to_numpy(split.labels).astype(np.int64)
         if config.n_eval is not None and not args.all:
             x, y = x[:config.n_eval], y[:config.n_eval]
-        report[name] = evaluate(ckpt.params, x, y, threads=args.threads or default_threads())
+        report[name] = evaluate(params, x, y, threads=args.threads or default_threads())
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -241,16 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--net", default="small2", choices=("small2", "conv-small", "conv-small-ladder"),
                     help="network preset of SPEC §6 (default small2)")
     tr.add_argument("--epochs", type=_int_at_least(0), required=True, help="number of passes over the training set")
-    tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seeds the initialisation and the batch order (default 0)")
+    tr.add_argument("--seed", type=_int_at_least(0), default=0,
+        help="seeds the initialisation and the batch order (default 0)")
     tr.add_argument("--out", type=_folder, required=True, help="output folder for log.json and checkpoints/")
     tr.add_argument("--batch-size", type=_int_at_least(1), default=128, help="mini-batch size (default 128)")
     tr.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="G-step optimiser (default adam)")
     tr.add_argument("--lr", type=_number(positive=True), default=1e-3, help="learning rate (default 1e-3)")
-    tr.add_argument("--momentum", type=_number(below_one=True), default=0.9, help="SGD momentum (default 0.9; ignored by adam)")
+    tr.add_argument("--relu-topdown", action="store_true",
+                    help="EG: a ReLU on each partial rendering in the top-down reconstruction (SPEC §5, the NIPS "
+                         "paper's non-negativity; combine with --a-nn 0 to use it instead of the penalty)")
+    tr.add_argument("--lr-schedule", type=_schedule, default="constant", metavar="SCHEDULE",
+                    help="learning rate per epoch: constant (default); linear-decay:S (--lr for epochs 1..S, then "
+                    "a straight line to 0 at epoch --epochs + 1); step:K:F (times F every K epochs)")
+    tr.add_argument("--momentum", type=_number(below_one=True), default=0.9,
+        help="SGD momentum (default 0.9; ignored by adam)")
     tr.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="working precision")
     tr.add_argument("--a-ce", type=_number(), default=1.0, help="EG weight of the cross-entropy (default 1)")
     tr.add_argument("--a-rc", type=_number(), default=1.0, help="EG weight of the reconstruction error RC (default 1)")
-    tr.add_argument("--a-nn", type=_number(), default=0.5, help="EG weight of the non-negativity penalty NN (default 0.5)")
+    tr.add_argument("--a-nn", type=_number(), default=0.5,
+        help="EG weight of the non-negativity penalty NN (default 0.5)")
     tr.add_argument("--a-h", type=_number(), default=None,
                     help="EG weight of the entropy term H (default 0.2 with --labels, else 0)")
     tr.add_argument("--h-sign", choices=("entropy", "kl_to_prior"), default="entropy",
@@ -261,16 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--labels", type=_int_at_least(0), default=None, metavar="N",
                     help="semi-supervised: keep N class-balanced labels (a multiple of 10), the rest unlabelled; "
                     "0 = unsupervised (default: all labels)")
-    tr.add_argument("--label-seed", type=_int_at_least(0), default=None, help="seed of the labelled subset (default --seed)")
+    tr.add_argument("--label-seed", type=_int_at_least(0), default=None,
+        help="seed of the labelled subset (default --seed)")
     tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                    help="start from this checkpoint's parameters (e.g. unsupervised pre-training)")
+                    help="start from the parameters of this checkpoint or parameter file "
+                    "(e.g. unsupervised pre-training)")
     tr.add_argument("--cg-blocks", nargs="*", default=[], metavar="BLOCK",
                     help="also take an exact CGLS step on RC for these blocks after each G-step "
                     "(filters_1 .. filters_L, class_templates); default none")
     tr.add_argument("--k-cg", type=_int_at_least(1), default=10, help="CGLS iterations per block step (default 10)")
-    tr.add_argument("--cg-eta", type=_number(positive=True, up_to_one=True), default=0.5, help="damping of the mini-batch block steps (default 0.5)")
+    tr.add_argument("--cg-eta", type=_number(positive=True, up_to_one=True), default=0.5,
+        help="damping of the mini-batch block steps (default 0.5)")
     tr.add_argument("--n-train", type=_int_at_least(1), default=None, help="use only the first N training images")
-    tr.add_argument("--n-eval", type=_int_at_least(1), default=None, help="evaluate on the first N validation / test images")
+    tr.add_argument("--n-eval", type=_int_at_least(1), default=None,
+        help="evaluate on the first N validation / test images")
     tr.add_argument("--data", choices=("mnist", "synthetic"), default="mnist",
                     help="mnist (cached, downloaded if needed) or a seeded synthetic stand-in (no network)")
     tr.add_argument("--mnist-path", default=None, help="local MNIST files (see drmm_ref.data.load_mnist)")
@@ -291,10 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="validation and test error of a training checkpoint",
-                        description="Load a checkpoint written by `drmm-ref train` (<OUT>/checkpoints/epoch-<k>.npz), "
+                        description="Load a checkpoint written by `drmm-ref train` (<OUT>/checkpoints/epoch-<k>.npz) "
+                        "or a parameter file whose metadata holds the run's configuration, "
                         "reload the data it was trained with, and print its classification error.")
-    ev.add_argument("checkpoint", help="path of a checkpoint .npz")
-    ev.add_argument("--split", choices=("validation", "test", "both"), default="both", help="which split (default both)")
+    ev.add_argument("checkpoint", help="path of a checkpoint (or parameter file) .npz")
+    ev.add_argument("--split", choices=("validation", "test", "both"), default="both",
+        help="which split (default both)")
     ev.add_argument("--all", action="store_true", help="evaluate the whole split even if training used --n-eval")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",

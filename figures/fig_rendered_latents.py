@@ -12,7 +12,8 @@ Two panels, from one trained model:
     DCN decides, rendered through the bottom-up latents), with the decided class.
 
 The model: ``--checkpoint PATH`` (a training checkpoint ``<run>/checkpoints/epoch-<k>.npz`` or a
-parameter file written by :func:`drmm_ref.io.save_params` whose metadata holds the run's ``config``); by
+parameter file written by :func:`drmm_ref.io.save_params` whose metadata holds the run's ``config``;
+:func:`drmm_ref.io.load_params` reads both); by
 default the first found of: the 100-label ``ssl-mnist`` DRMM trained 5 epochs
 (``conv-small-drmm-ce-rc-nn-h-nl100-seed0-epochs5``, the best model of that claim) under ``$DRMM_REF_RUNS``,
 then its committed parameters (``results/runs/ssl-mnist/<that run>/params-epoch-005.npz``), then the same
@@ -43,9 +44,8 @@ sys.path.insert(0, str(ROOT / "figures"))
 from _common import save  # noqa: E402
 from drmm_ref import to_numpy  # noqa: E402
 from drmm_ref import drmm as D  # noqa: E402
-from drmm_ref.io import load_params  # noqa: E402
-from drmm_ref.learning import (CheckpointError, TrainConfig, latest_checkpoint, load_checkpoint,  # noqa: E402
-                               mnist_or_synthetic, train)
+from drmm_ref.io import DRMMFileError, load_params  # noqa: E402
+from drmm_ref.learning import TrainConfig, latest_checkpoint, mnist_or_synthetic, train  # noqa: E402
 
 DEFAULT_RUNS = ("conv-small-drmm-ce-rc-nn-h-nl100-seed0-epochs5", "conv-small-drmm-ce-rc-nn-h-nl100-seed0")
 COMMITTED = ROOT / "results" / "runs" / "ssl-mnist" / DEFAULT_RUNS[0] / "params-epoch-005.npz"
@@ -53,17 +53,21 @@ DRAWS = 6
 
 
 def load_model(path: Path):
-    """(params, training config dict, description) from a training checkpoint or a parameter file."""
+    """(params, training config dict, description) from a training checkpoint or a parameter file.
+
+    Both are read by :func:`drmm_ref.io.load_params`; the run's configuration comes from a checkpoint's
+    own fields or from a parameter file's metadata.
+    """
     path = Path(path)
     try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError:
         params, meta = load_params(path, return_metadata=True)
-        if "config" not in meta:
-            raise SystemExit(f"{path}: a parameter file without the training 'config' in its metadata; "
-                             "pass a training checkpoint instead") from None
-        return params, meta["config"], f"{meta.get('run', path.stem)}, epoch {meta.get('epoch', '?')}"
-    return ckpt.params, ckpt.config, f"{path.parent.parent.name}, epoch {ckpt.epoch}"
+    except DRMMFileError as exc:
+        raise SystemExit(f"--checkpoint: {exc}") from None
+    if not isinstance(meta.get("config"), dict):
+        raise SystemExit(f"{path}: a parameter file without the training 'config' in its metadata; "
+                         "pass a training checkpoint instead")
+    run = meta.get("run") or (path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)
+    return params, meta["config"], f"{run}, epoch {meta.get('epoch', '?')}"
 
 
 def find_model(checkpoint: Path | None, quick: bool, seed: int):

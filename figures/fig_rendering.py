@@ -13,8 +13,9 @@ Three panels:
 (c) inputs beside their top-down reconstructions ``x_hat`` from the bottom-up latents and the DCN class.
 
 Without ``--checkpoint`` it uses seeded random parameters satisfying D1's condition (an untrained
-model: the pictures show the mechanism, not digits); with ``--checkpoint PATH`` (a file written by
-:func:`drmm_ref.io.save_params`) it shows that model. Writes ``fig_rendering.png`` and ``.pdf``.
+model: the pictures show the mechanism, not digits); with ``--checkpoint PATH`` (a training
+checkpoint, ``<run>/checkpoints/epoch-<k>.npz``, or a parameter file of :func:`drmm_ref.io.save_params`:
+:func:`drmm_ref.io.load_params` reads both) it shows that model. Writes ``fig_rendering.png`` and ``.pdf``.
 
 Usage::
 
@@ -39,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from drmm_ref import drmm as D  # noqa: E402
 from drmm_ref import to_numpy  # noqa: E402
-from drmm_ref.io import load_params  # noqa: E402
+from drmm_ref.io import DRMMFileError, load_params  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 
@@ -47,7 +48,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="parameter file from drmm_ref.io.save_params")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a training checkpoint (<run>/checkpoints/epoch-<k>.npz) or a parameter file")
     parser.add_argument("--preset", default="small2", choices=sorted(D.PRESETS),
                         help="network for random parameters when no checkpoint is given (default small2)")
     parser.add_argument("--seed", type=int, default=0)
@@ -121,7 +123,10 @@ def make_figure(params, n_samples: int, seed: int):
 def main(argv=None) -> list[Path]:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.checkpoint is not None:
-        params = load_params(args.checkpoint)
+        try:
+            params = load_params(args.checkpoint)
+        except DRMMFileError as exc:
+            raise SystemExit(f"--checkpoint: {exc}") from None
     else:
         net = D.preset(args.preset)
         params = D.init_params(net, args.seed, d1_condition=True, switch_prior=0.5, noise_variance=1e-4)

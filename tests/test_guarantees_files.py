@@ -126,16 +126,60 @@ def test_edited_epoch_cannot_fake_a_finished_run(run, tmp_path):
               synthetic_digits(60, 20, 20, seed=0), out, progress=False)
 
 
-def test_version_1_checkpoints_still_load_and_round_trip(run, tmp_path):
-    """The format gained a meta checksum (version 2); files of version 1 (the committed runs) still load."""
+def _former_layout(path, version, out):
+    """Rewrite a checkpoint in the former format ``drmm_ref.checkpoint`` of ``version`` (1: no meta checksum),
+    as its writer laid it out: the parameters under ``param/``, no parameter-file fields."""
+    from drmm_ref._files import array_checksum
+    from drmm_ref.io.params import meta_checksum
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: np.array(z[k]) for k in z.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    arrays = {(k if "/" in k else f"param/{k}"): a for k, a in arrays.items()}
+    meta = {"format": "drmm_ref.checkpoint", "version": version,
+            **{k: meta[k] for k in ("network", "optimizer", "opt_step", "rng_state", "epoch", "config", "history",
+                                    "mid_epoch") if k in meta}}
+    meta["checksum"] = array_checksum(arrays)
+    if version >= 2:
+        meta["meta_checksum"] = meta_checksum(meta)
+    with open(out, "wb") as fh:
+        np.savez(fh, __meta__=np.asarray(json.dumps(meta)), **arrays)
+    return out
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_checkpoints_of_the_former_format_still_load_and_round_trip(run, tmp_path, version):
+    """The former format ``drmm_ref.checkpoint`` (version 1: the committed em-vs-backprop runs; version 2: with a
+    meta checksum) still loads, as a checkpoint and as parameters, and is written again in the current format."""
+    from drmm_ref.io import load_params
+
+    former = _former_layout(latest_checkpoint(run), version, tmp_path / f"v{version}.npz")
+    ck = load_checkpoint(former)
+    assert _same(ck, load_checkpoint(latest_checkpoint(run)))
+    params = load_params(former)
+    assert all(np.array_equal(host(a), host(b)) for a, b in zip(trainable(params).values(),
+                                                                 trainable(ck.params).values()))
+    again = save_checkpoint(tmp_path / "again.npz", ck)
+    assert _same(load_checkpoint(again), ck)
+    if version == 1:  # its meta had no checksum: consistency is checked instead
+        bad = _rewrite(former, lambda m: (m.__setitem__("epoch", 7), m.__setitem__("checksum", m["checksum"])))
+        with pytest.raises(CheckpointError, match="epoch 7 does not match the history"):
+            load_checkpoint(bad)
+
+
+def test_a_version_1_parameter_file_claiming_training_state_is_not_a_checkpoint(run, tmp_path):
+    """Version 1 of the parameter format had no meta checksum and no training state: a file of that version
+    with a checkpoint's fields (an edited one) is refused as a checkpoint, its parameters still load."""
+    from drmm_ref.io import load_params
+
     def v1(meta):
         meta["version"] = 1
         meta.pop("meta_checksum")
 
-    ck = load_checkpoint(_rewrite(latest_checkpoint(run), v1))
-    assert _same(ck, load_checkpoint(latest_checkpoint(run)))
-    again = save_checkpoint(tmp_path / "again.npz", ck)
-    assert _same(load_checkpoint(again), ck)
+    edited = _rewrite(latest_checkpoint(run), v1)
+    with pytest.raises(CheckpointError, match="without training state"):
+        load_checkpoint(edited)
+    load_params(edited)
 
 
 def test_checkpoint_paths_that_are_folders_are_clear_errors(run, tmp_path):

@@ -22,6 +22,7 @@ import pytest
 from drmm_ref.drmm import Layer, Network
 from drmm_ref.learning import (CheckpointError, TrainConfig, evaluate, latest_checkpoint, load_checkpoint,
                                synthetic_digits, train, trainable)
+from drmm_ref.learning import fit_loop as F  # the steps are called from the fit loop
 from drmm_ref.learning import trainer as T
 from drmm_ref.learning.trainer import (MID_EPOCH_CHECKPOINT, FolderInUse, TrainingDiverged, check_output_folder,
                                        resume_point)
@@ -228,7 +229,7 @@ def test_divergence_keeps_every_good_checkpoint_byte_for_byte(tmp_path, monkeypa
 
     from drmm_ref.drmm.params import NonFiniteParameters
 
-    real, calls, snapshot = T.eg_step, {"n": 0}, {}
+    real, calls, snapshot = F.eg_step, {"n": 0}, {}
 
     def step(*args, **kwargs):
         calls["n"] += 1
@@ -241,7 +242,7 @@ def test_divergence_keeps_every_good_checkpoint_byte_for_byte(tmp_path, monkeypa
             tr = dataclasses.replace(tr, terms=dataclasses.replace(tr.terms, **{term: float("nan")}))
         return params, state, tr
 
-    monkeypatch.setattr(T, "eg_step", step)
+    monkeypatch.setattr(F, "eg_step", step)
     cfg = _cfg(model="drmm", epochs=3, batch_size=6, checkpoint_every_steps=3, checkpoint_every_seconds=None)
     with pytest.raises(TrainingDiverged) as info:
         train(cfg, _data(), tmp_path, progress=False)
@@ -269,7 +270,7 @@ def _interrupting_step(monkeypatch, after_calls):
     """Make the trainer's steps raise after ``after_calls`` successful ones (an in-process 'kill')."""
     calls = {"n": 0}
     for name in ("eg_step", "backprop_step"):
-        real = getattr(T, name)
+        real = getattr(F, name)
 
         def wrapped(*args, _real=real, **kwargs):
             if calls["n"] >= after_calls:
@@ -277,7 +278,7 @@ def _interrupting_step(monkeypatch, after_calls):
             calls["n"] += 1
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(T, name, wrapped)
+        monkeypatch.setattr(F, name, wrapped)
     return calls
 
 

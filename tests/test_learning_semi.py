@@ -15,7 +15,8 @@ from drmm_ref.drmm import Layer, Network, init_params
 from drmm_ref.learning import (UNLABELLED, LossWeights, TrainConfig, balance_term, cross_entropy, e_step,
                                latest_checkpoint, load_checkpoint, synthetic_digits, train, trainable)
 from drmm_ref.learning.semi import cluster_accuracy, confusion_matrix, label_split, paired_batches
-from drmm_ref.learning.trainer import _batch, _same_run
+from drmm_ref.learning.fit_loop import Batches
+from drmm_ref.learning.trainer import _same_run
 
 from ._helpers import host
 
@@ -80,10 +81,10 @@ def test_batch_gives_unlabelled_half_the_sentinel_and_dcn_only_the_labelled_half
     xtr = np.arange(6 * 4, dtype=np.float32).reshape(6, 1, 2, 2)
     ytr = np.array([3, 1, 4, 1, 5, 9])
     idx_l, idx_u = np.array([0, 2]), np.array([1, 5])
-    x, y = _batch(xtr, ytr, idx_l, idx_u, "drmm", "float32", np)
+    x, y = Batches(xtr, ytr, 2).batch((idx_l, idx_u), "float32", np)
     np.testing.assert_array_equal(y, [3, 4, UNLABELLED, UNLABELLED])
     np.testing.assert_array_equal(x, xtr[[0, 2, 1, 5]])
-    x, y = _batch(xtr, ytr, idx_l, idx_u, "dcn", "float32", np)
+    x, y = Batches(xtr, ytr, 2, labels_only=True).batch((idx_l, idx_u), "float32", np)
     np.testing.assert_array_equal(y, [3, 4])
     np.testing.assert_array_equal(x, xtr[[0, 2]])
 

@@ -11,6 +11,15 @@ learning rate must be finite and > 0 (``inf`` or NaN is an error, not a divergin
 * :class:`Adam` (Kingma & Ba 2015): ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
   ``theta <- theta - lr m_hat / (sqrt(v_hat) + eps)`` with the bias corrections ``m_hat = m/(1-b1^t)``,
   ``v_hat = v/(1-b2^t)``.
+
+Learning-rate schedules (:class:`LRSchedule`, :func:`lr_schedule`): the rate of epoch ``e``
+(1-based, of ``E``) is the optimiser's ``lr`` times a factor fixed at the start of the epoch:
+
+* ``constant``: 1 (the default);
+* ``linear-decay:S``: 1 for epochs 1..S, then ``(E + 1 - e) / (E + 1 - S)`` for epochs S+1..E: a
+  straight line from ``lr`` at epoch S to 0 at epoch E+1, so the last epoch still steps (at
+  ``lr / (E + 1 - S)``). Needs ``S < E``;
+* ``step:K:F``: ``F ** floor((e - 1) / K)`` (``F`` in (0, 1]: times ``F`` every ``K`` epochs).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Any
 from .. import _backend
 from ._checks import finite_positive, fraction
 
-__all__ = ["SGD", "SGDState", "Adam", "AdamState", "make_optimizer"]
+__all__ = ["SGD", "SGDState", "Adam", "AdamState", "make_optimizer", "LRSchedule", "lr_schedule"]
 
 
 def _zeros_like(tree: dict[str, Any]) -> dict[str, Any]:
@@ -146,3 +155,102 @@ def make_optimizer(name: str, lr: float | None = None, **kwargs: Any):
     if lr is not None:
         kwargs["lr"] = lr
     return kinds[name](**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class LRSchedule:
+    """A per-epoch learning-rate schedule (see the module docstring); build it with :func:`lr_schedule`.
+
+    Attributes
+    ----------
+    kind : {"constant", "linear-decay", "step"}
+    start : int
+        ``linear-decay``: the epochs at the full rate before the decay starts (``S``).
+    every : int
+        ``step``: epochs between two multiplications (``K``).
+    factor : float
+        ``step``: the multiplier (``F``).
+    """
+
+    kind: str = "constant"
+    start: int = 0
+    every: int = 1
+    factor: float = 1.0
+
+    @property
+    def spec(self) -> str:
+        """The canonical text form (``constant``, ``linear-decay:5``, ``step:10:0.5``)."""
+        if self.kind == "linear-decay":
+            return f"linear-decay:{self.start}"
+        if self.kind == "step":
+            return f"step:{self.every}:{self.factor!r}"
+        return "constant"
+
+    @property
+    def uses_epochs(self) -> bool:
+        """Whether the rates depend on the run's number of epochs (then it may not change on resume)."""
+        return self.kind == "linear-decay"
+
+    def check_epochs(self, epochs: int) -> None:
+        """``ValueError`` (naming ``lr_schedule``) when the schedule cannot run for ``epochs`` epochs."""
+        if self.kind == "linear-decay" and not self.start < epochs:
+            raise ValueError(f"lr_schedule {self.spec!r} starts its decay after epoch {self.start}, but the run has "
+                             f"{epochs} epoch(s): choose a START_EPOCH below epochs")
+
+    def factor_at(self, epoch: int, epochs: int) -> float:
+        """The factor of epoch ``epoch`` (1-based) of ``epochs``."""
+        if self.kind == "linear-decay":
+            self.check_epochs(epochs)
+            return 1.0 if epoch <= self.start else (epochs + 1 - epoch) / (epochs + 1 - self.start)
+        if self.kind == "step":
+            return self.factor ** ((epoch - 1) // self.every)
+        return 1.0
+
+    def lr_at(self, lr: float, epoch: int, epochs: int) -> float:
+        """The learning rate of epoch ``epoch``: ``lr`` itself for ``constant`` (bit for bit)."""
+        return lr if self.kind == "constant" else lr * self.factor_at(epoch, epochs)
+
+
+_SCHEDULE_FORMS = "'constant', 'linear-decay:START_EPOCH' or 'step:EVERY:FACTOR'"
+
+
+def lr_schedule(spec: str | LRSchedule | None) -> LRSchedule:
+    """Parse a schedule's text form (``None`` = ``constant``).
+
+    Raises
+    ------
+    ValueError
+        Not one of the forms, ``START_EPOCH`` not an integer >= 0, ``EVERY`` not an integer >= 1,
+        ``FACTOR`` not in (0, 1].
+    """
+    if spec is None:
+        return LRSchedule()
+    if isinstance(spec, LRSchedule):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"lr_schedule must be a string ({_SCHEDULE_FORMS}), got {type(spec).__name__}")
+    parts = spec.strip().split(":")
+
+    def integer(text: str, what: str, minimum: int) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise ValueError(f"lr_schedule {spec!r}: {what} must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    if parts == ["constant"]:
+        return LRSchedule()
+    if parts[0] == "linear-decay" and len(parts) == 2:
+        return LRSchedule("linear-decay", start=integer(parts[1], "START_EPOCH", 0))
+    if parts[0] == "step" and len(parts) == 3:
+        every = integer(parts[1], "EVERY", 1)
+        try:
+            factor = float(parts[2])
+        except ValueError:
+            factor = math.nan
+        if not (math.isfinite(factor) and 0 < factor <= 1):
+            raise ValueError(f"lr_schedule {spec!r}: FACTOR must be a number in (0, 1], got {parts[2]!r}")
+        return LRSchedule("step", every=every, factor=factor)
+    raise ValueError(f"lr_schedule must be {_SCHEDULE_FORMS}, got {spec!r}")

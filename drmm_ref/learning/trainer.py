@@ -1,4 +1,10 @@
-"""The mini-batch trainer: EG-trained DRMM or backprop-trained DCN, evaluation, logs, checkpoints.
+"""The trainer: a run of :func:`~drmm_ref.learning.fit` with its data, evaluation, logs and checkpoints.
+
+The loop itself (steps, closed forms, divergence checks, the learning-rate schedule) is
+:func:`~drmm_ref.learning.fit_loop.fit`, which works on arrays in memory; :func:`train` is the
+layer that cuts and checks the data, evaluates after every epoch, monitors the EG loop, writes the
+log and the checkpoints through ``fit``'s callback, resumes, locks the folder and shows progress.
+``train`` and ``fit`` give the same parameters, bit for bit, for the same configuration and threads.
 
 One run = one :class:`TrainConfig` and one output folder:
 
@@ -7,9 +13,9 @@ One run = one :class:`TrainConfig` and one output folder:
   cumulative *training* seconds (steps only: evaluation, checkpointing and trace-only renderings are
   excluded) and the process CPU seconds of the same steps, mean objective terms, RC after E- and
   M-steps, closed-form priors and sigma^2, and the per-step traces;
-* ``<out>/checkpoints/epoch-<k>.npz`` -- parameters, optimiser state, RNG state and history after
-  epoch k (:mod:`.checkpoint`).
-
+* ``<out>/checkpoints/epoch-<k>.npz`` -- parameters, optimiser state, RNG state, history and the
+  learning-rate schedule's position after epoch k (:mod:`drmm_ref.io.checkpoint`: a parameter file
+  plus the training state, so every model reader takes it);
 * ``<out>/checkpoints/mid-epoch.npz`` -- the latest mid-epoch checkpoint (every
   ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds`` seconds; only the latest is kept,
   and it is removed when its epoch ends): parameters, optimiser state, the generator's state at the
@@ -79,237 +85,35 @@ import numpy as np
 
 from .. import _backend
 from .._files import atomic_write_json, remove_temporaries
-from ..drmm import DRMMParams, Network, bottom_up, init_params, preset, render
+from ..drmm import DRMMParams, Network, bottom_up, init_params, render
 from ..drmm._common import check_finite_output
-from ..drmm.params import NonFiniteParameters
+from ..io.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from ..io.params import load_params
 from ..numerics import dtype_name
 from . import _checks
-from .block_step import block_names
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .closed_forms import PriorStats, apply_closed_forms
-from .objectives import LossWeights, cross_entropy, reconstruction
-from .objectives import UNLABELLED
-from .optim import make_optimizer
+from .config import MODELS, TrainConfig
+from .fit_loop import (STEP_COLUMNS, Batches, EpochProgress, FitState, TrainingDiverged, check_split, diverged, fit,
+                  prior_summary, step_summary)
+from .objectives import cross_entropy, reconstruction
 from .parallel import default_threads, sharded_scores
-from .semi import align_classes, cluster_accuracy, confusion_matrix, label_split, paired_batches
-from .steps import EGConfig, backprop_step, eg_step
-from ._tree import trainable
+from .semi import align_classes, cluster_accuracy, confusion_matrix, label_split
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "load_data", "latest_checkpoint", "resume_point",
            "check_output_folder", "write_json_atomic", "MODELS", "FolderInUse", "TrainingDiverged",
            "MID_EPOCH_CHECKPOINT", "LOCK_NAME"]
 
-MODELS = ("drmm", "dcn")
 LOG_FORMAT = "drmm_ref.train_log"
 #: File name of the (single, latest) mid-epoch checkpoint in ``<out>/checkpoints``.
 MID_EPOCH_CHECKPOINT = "mid-epoch.npz"
 #: The lock a run holds on its output folder.
 LOCK_NAME = ".drmm-ref-train.lock"
-#: Configuration fields that may change between a run and its resumption (they do not change the result).
+#: Configuration fields that may change between a run and its resumption (they do not change the result;
+#: ``epochs`` only while the learning-rate schedule does not depend on it).
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every_steps", "checkpoint_every_seconds")
 
 
 class FolderInUse(ValueError):
     """The output folder belongs to another run: one writing it now, or one of another configuration."""
-
-
-class TrainingDiverged(FloatingPointError):
-    """A step produced a non-finite objective term or non-finite parameters.
-
-    Attributes
-    ----------
-    epoch, step : int
-        Where (``step`` is 1-based within the epoch).
-    term : str
-        The first non-finite term (``objective``, ``ce``, ``rc``, ...) or ``parameters``.
-    checkpoint : Path or None
-        The last good checkpoint, untouched (None when the run had written none).
-    """
-
-    def __init__(self, message: str, epoch: int, step: int, term: str, checkpoint: Path | None):
-        super().__init__(message)
-        self.epoch, self.step, self.term, self.checkpoint = epoch, step, term, checkpoint
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (stored in its log and checkpoints).
-
-    Parameters
-    ----------
-    model : {"drmm", "dcn"}
-        ``drmm``: EG training (E-step, G-step on CE + RC + NN (+ H), closed-form priors);
-        ``dcn``: backprop on CE alone (the baseline).
-    net : str or Network
-        A preset name (``small2``, ``conv-small``, ``conv-small-ladder``, ``tiny``) or a Network.
-    epochs : int
-    batch_size : int, default 128
-    optimizer : {"adam", "sgd"}, default "adam"
-    lr : float, default 1e-3
-    momentum : float, default 0.9 (SGD only)
-    seed : int
-        Seeds the initialisation and the batch order.
-    dtype : {"float32", "float64"}
-    weights : LossWeights
-        EG objective weights. A ``dcn`` run stores the backprop objective (CE alone) whatever is
-        passed, so its configuration says what it trained on.
-    cg_blocks, k_cg, cg_eta, cg_damping :
-        Optional exact block steps on RC after each G-step (see :class:`EGConfig`); none by default.
-    n_train : int, optional
-        Train on the first ``n_train`` training images only.
-    n_eval : int, optional
-        Evaluate on the first ``n_eval`` validation and test images only.
-    n_labels : int, optional
-        None (default): every training image is labelled (supervised). ``0``: unsupervised EG
-        (``drmm`` only). ``N > 0``: semi-supervised, N class-balanced labels (see the module
-        docstring).
-    label_seed : int, optional
-        Seed of the labelled subset (default: ``seed``).
-    init_from : str, optional
-        Start from the parameters of this checkpoint instead of ``init_params(net, seed)`` (e.g.
-        unsupervised pre-training followed by semi-supervised training); the optimiser starts afresh.
-        With labels, the checkpoint's classes are first renumbered to match the labelled images
-        (:func:`~drmm_ref.learning.semi.align_classes`; the mapping is logged).
-    monitor_size : int, default 1000
-        Size of the EG monitoring subset (first training images).
-    data : {"mnist", "synthetic"}
-        Where :func:`load_data` gets the images (``synthetic`` = :func:`synthetic_digits`).
-    backend : {"numpy", "array_api_strict", "cupy"}
-    checkpoint_every_steps : int, optional
-        Also write a mid-epoch checkpoint every this many steps (None: not by step count).
-    checkpoint_every_seconds : float, optional, default 600
-        Also write a mid-epoch checkpoint when this many seconds have passed since the last
-        checkpoint (None: not by time). A killed run then loses at most this much work. Changing
-        either cadence does not change the run (it may be changed when resuming).
-
-    Every field is checked on construction (``ValueError`` / ``TypeError`` naming it): counts are
-    integers in range (``n_train = -1`` or ``n_eval = 0`` are errors, not slice bounds), rates are
-    finite and positive, blocks exist in the network.
-    """
-
-    model: str = "drmm"
-    net: Any = "small2"
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    seed: int = 0
-    dtype: str = "float32"
-    weights: LossWeights = LossWeights()
-    cg_blocks: tuple[str, ...] = ()
-    k_cg: int = 10
-    cg_eta: float = 0.5
-    cg_damping: float = 0.0
-    n_train: int | None = None
-    n_eval: int | None = None
-    eval_batch: int = 1000
-    monitor_size: int = 1000
-    data: str = "mnist"
-    backend: str = "numpy"
-    n_labels: int | None = None
-    label_seed: int | None = None
-    init_from: str | None = None
-    checkpoint_every_steps: int | None = None
-    checkpoint_every_seconds: float | None = 600.0
-
-    def __post_init__(self):
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        set_("epochs", _checks.count(self.epochs, "epochs", 0))
-        set_("batch_size", _checks.count(self.batch_size, "batch_size", 1))
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        set_("lr", _checks.finite_positive(self.lr, "lr"))
-        set_("momentum", _checks.fraction(self.momentum, "momentum", low_open=False, high_open=True))
-        set_("seed", _checks.count(self.seed, "seed", 0))
-        set_("k_cg", _checks.count(self.k_cg, "k_cg", 1))
-        set_("cg_eta", _checks.fraction(self.cg_eta, "cg_eta"))
-        set_("cg_damping", _checks.finite_nonnegative(self.cg_damping, "cg_damping"))
-        set_("n_train", _checks.optional_count(self.n_train, "n_train", 1))
-        set_("n_eval", _checks.optional_count(self.n_eval, "n_eval", 1))
-        set_("eval_batch", _checks.count(self.eval_batch, "eval_batch", 1))
-        set_("monitor_size", _checks.count(self.monitor_size, "monitor_size", 0))
-        set_("label_seed", _checks.optional_count(self.label_seed, "label_seed", 0))
-        set_("checkpoint_every_steps", _checks.optional_count(self.checkpoint_every_steps, "checkpoint_every_steps"))
-        if self.checkpoint_every_seconds is not None:
-            set_("checkpoint_every_seconds", _checks.finite_positive(self.checkpoint_every_seconds,
-                                                                     "checkpoint_every_seconds"))
-        if self.backend not in ("numpy", "array_api_strict", "cupy"):
-            raise ValueError(f"backend must be 'numpy', 'array_api_strict' or 'cupy', got {self.backend!r}")
-        if self.init_from is not None and not isinstance(self.init_from, (str, os.PathLike)):
-            raise TypeError(f"init_from must be a checkpoint path or None, got {type(self.init_from).__name__}")
-        if self.data not in ("mnist", "synthetic"):
-            raise ValueError(f"data must be 'mnist' or 'synthetic', got {self.data!r}")
-        if isinstance(self.weights, dict):
-            object.__setattr__(self, "weights", LossWeights(**self.weights))
-        if self.model == "dcn":
-            object.__setattr__(self, "weights", LossWeights(ce=1.0, rc=0.0, nn=0.0, h=0.0))
-        object.__setattr__(self, "cg_blocks", tuple(self.cg_blocks))
-        if self.n_labels is not None:
-            if isinstance(self.n_labels, bool) or int(self.n_labels) != self.n_labels or self.n_labels < 0:
-                raise ValueError(f"n_labels must be None or an integer >= 0, got {self.n_labels!r}")
-            if self.n_labels == 0 and self.model == "dcn":
-                raise ValueError("n_labels=0 (unsupervised) needs model='drmm': a DCN has nothing to learn from")
-            if self.n_train is not None and self.n_labels >= self.n_train:
-                raise ValueError(f"n_labels={self.n_labels} leaves no unlabelled image among n_train={self.n_train} "
-                                 "training images")
-        set_("dtype", dtype_name(self.dtype))
-        names = block_names(self.network.L)  # also validates the net
-        bad = [b for b in self.cg_blocks if b not in names]
-        if bad:
-            raise ValueError(f"cg_blocks {bad} are not blocks of the network; choose from {names}")
-
-    @property
-    def semi_supervised(self) -> bool:
-        """True when the run splits the training set into labelled and unlabelled images."""
-        return self.n_labels is not None
-
-    @property
-    def network(self) -> Network:
-        if isinstance(self.net, Network):
-            return self.net
-        if isinstance(self.net, dict):
-            return Network.from_dict(self.net)
-        return preset(self.net)
-
-    def optimizer_object(self):
-        kwargs = {"momentum": self.momentum} if self.optimizer == "sgd" else {}
-        return make_optimizer(self.optimizer, self.lr, **kwargs)
-
-    def eg_config(self) -> EGConfig:
-        return EGConfig(self.weights, self.cg_blocks, self.k_cg, self.cg_damping, self.cg_eta)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["net"] = self.network.to_dict() if not isinstance(self.net, str) else self.net
-        d["weights"] = self.weights.to_dict()
-        d["cg_blocks"] = list(self.cg_blocks)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; fields added since a log was written take their defaults.
-
-        Raises
-        ------
-        ValueError
-            A field this version does not know (the configuration was written by a newer
-            drmm_ref), or an invalid value.
-        """
-        if not isinstance(d, dict):
-            raise ValueError(f"a training configuration must be a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown configuration fields {unknown}: written by a newer drmm_ref? (upgrade it)")
-        d = dict(d)
-        if not isinstance(d.get("weights"), dict):
-            raise ValueError("the configuration has no loss weights")
-        d["weights"] = LossWeights(**d["weights"])
-        d["cg_blocks"] = tuple(d.get("cg_blocks", ()))
-        return cls(**d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,55 +226,23 @@ def _monitor_rc(params: DRMMParams, images: np.ndarray, labels: np.ndarray | Non
     return out
 
 
-def _mean(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-#: Per-step columns of ``log.json``'s ``steps[epoch-1]`` (and of a mid-epoch checkpoint's partial epoch).
-_STEP_COLUMNS = ("objective", "ce", "rc", "nn", "h", "balance", "rc_after_e", "rc_after_m", "seconds")
-_TERMS = ("objective", "ce", "rc", "nn", "h", "balance")
-
-
 def _empty_table() -> dict[str, list]:
-    return {key: [] for key in _STEP_COLUMNS}
-
-
-def _append_step(table: dict[str, list], trace_seconds: list[float], tr: Any) -> None:
-    def r(v):
-        return None if v is None else float(v)
-
-    for key in _TERMS:
-        table[key].append(r(getattr(tr.terms, key)))
-    table["rc_after_e"].append(r(tr.rc_after_e))
-    table["rc_after_m"].append(r(tr.rc_after_m))
-    table["seconds"].append(r(tr.seconds))
-    trace_seconds.append(float(tr.trace_seconds))
+    return {key: [] for key in STEP_COLUMNS}
 
 
 def _epoch_record(epoch, table, trace_seconds, seconds, cumulative, wall, val, test, stats, monitor,
                   cpu: float = 0.0, cumulative_cpu: float = 0.0) -> dict[str, Any]:
-    steps = len(table["objective"])
+    """One epoch's entry of ``log.json``: timings, evaluation, the step trace's summary, the priors, the monitor."""
     rec: dict[str, Any] = {"epoch": epoch, "train_seconds": seconds, "cumulative_train_seconds": cumulative,
                            "train_cpu_seconds": cpu, "cumulative_train_cpu_seconds": cumulative_cpu,
                            "wall_seconds": wall, "validation_error": val["error"], "validation_ce": val["ce"],
-                           "test_error": test["error"], "test_ce": test["ce"], "steps": steps}
+                           "test_error": test["error"], "test_ce": test["ce"], "steps": len(table["objective"])}
     for split, res in (("validation", val), ("test", test)):
         if "cluster" in res:
             rec[f"{split}_cluster_accuracy"] = res["cluster"]["accuracy"]
             rec[f"{split}_cluster_sizes"] = res["cluster"]["cluster_sizes"]
-    if steps:
-        for key in _TERMS:
-            rec[f"mean_{key}"] = _mean(table[key])
-        rec["mean_rc_after_e"] = _mean(table["rc_after_e"])
-        rec["mean_rc_after_m"] = _mean(table["rc_after_m"])
-        pairs = [(e, m) for e, m in zip(table["rc_after_e"], table["rc_after_m"]) if e is not None and m is not None]
-        rec["m_steps_raising_rc"] = sum(1 for e, m in pairs if m > e) if pairs else None
-        rec["trace_seconds"] = float(sum(trace_seconds))
-    if stats is not None:
-        rec["class_prior"] = [float(v) for v in stats.class_prior]
-        rec["switch_prior"] = [float(v) for v in stats.switch_prior]
-        rec["noise_variance"] = stats.noise_variance if stats.pixels else None
+    rec.update(step_summary(table, trace_seconds))
+    rec.update(prior_summary(stats))
     if monitor is not None:
         rec["monitor"] = monitor
     return rec
@@ -511,8 +283,11 @@ def _same_run(saved: dict, current: dict) -> list[str]:
     Raises ``ValueError`` when ``saved`` cannot be read as a configuration (e.g. a newer drmm_ref wrote it).
     """
     saved = TrainConfig.from_dict(saved).to_dict()  # fields added since the checkpoint take their defaults
-    keys = [k for k in current if k not in RESUMABLE_CHANGES]
-    return [k for k in keys if saved.get(k) != current.get(k)]
+    resumable = RESUMABLE_CHANGES
+    if TrainConfig.from_dict(current).schedule.uses_epochs:  # the rates of every epoch depend on the count
+        resumable = tuple(k for k in RESUMABLE_CHANGES if k != "epochs")
+    keys = [k for k in set(current) | set(saved) if k not in resumable]
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
 def _describe(cfg: dict) -> str:
@@ -664,21 +439,6 @@ def _first_nonfinite(obj: Any, where: str = "") -> str | None:
     return None
 
 
-def _stats_to_json(stats: PriorStats | None) -> dict | None:
-    if stats is None:
-        return None
-    return {"class_counts": [float(v) for v in stats.class_counts], "on_counts": [float(v) for v in stats.on_counts],
-            "unit_counts": [float(v) for v in stats.unit_counts], "squared_residual": float(stats.squared_residual),
-            "pixels": int(stats.pixels)}
-
-
-def _stats_from_json(d: dict | None) -> PriorStats | None:
-    if d is None:
-        return None
-    return PriorStats(np.asarray(d["class_counts"], dtype=np.float64), np.asarray(d["on_counts"], dtype=np.float64),
-                      np.asarray(d["unit_counts"], dtype=np.float64), float(d["squared_residual"]), int(d["pixels"]))
-
-
 def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: bool = True, progress: bool = True,
           keep_checkpoints: bool = True, on_epoch: Callable[[dict], None] | None = None,
           threads: int | None = None) -> TrainResult:
@@ -738,7 +498,14 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         if not resume:
             for old in list((out / "checkpoints").glob("epoch-*.npz")) + [_mid_path(out)]:
                 old.unlink(missing_ok=True)
-        return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads)
+        # BLAS threads: one per shard when the steps are data-parallel (every step but those with block
+        # steps, which run unsharded and may use the threads inside the BLAS instead). Multi-threaded
+        # OpenBLAS under other load costs several times its CPU time in spinning (docs/learning.md).
+        n_threads = default_threads() if threads is None else threads
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=n_threads if config.cg_blocks else 1, user_api="blas"):
+            return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads)
 
 
 def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads) -> TrainResult:
@@ -751,7 +518,6 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
         threads = 1
     else:
         _backend.keep_freed_host_memory()
-    dt = config.dtype
     optimizer = config.optimizer_object()
     cfg_dict = config.to_dict()
     xtr, ytr = _host_split(data.train, config.n_train, "n_train", "training")
@@ -764,57 +530,44 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
         if len(y) == 0:
             raise ValueError(f"the {name} split is empty: there is nothing to evaluate the run on")
     for name, x, y in (("training", xtr, ytr), ("validation", xva, yva), ("test", xte, yte)):
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"the {name} images contain NaN or inf; clean the data first")
-        if tuple(x.shape[1:]) != net.image_shape or x.shape[0] != y.shape[0]:
-            raise ValueError(f"the {name} split has images of shape {tuple(x.shape)} and {y.shape[0]} labels; "
-                             f"network {net.name!r} needs (N, {', '.join(map(str, net.image_shape))}) and N labels")
-        if y.size and (y.min() < 0 or y.max() >= net.n_classes):
-            raise ValueError(f"the {name} labels must lie in 0..{net.n_classes - 1}")
+        check_split(x, y, net, name)
     # the data were checked once here: the steps skip their per-batch boundary checks (no host synchronisation)
     split = None
     if config.semi_supervised:
         split = label_split(ytr, config.n_labels, config.seed if config.label_seed is None else config.label_seed,
                             net.n_classes)
-        batches = math.ceil(split.unlabelled.size / config.batch_size)
-    else:
-        batches = math.ceil(n / config.batch_size)
+    batches = Batches(xtr, ytr, config.batch_size, split, labels_only=split is not None and config.model == "dcn")
     mon = min(config.monitor_size, n) if config.model == "drmm" else 0
     xmon, ymon = xtr[:mon], (None if config.semi_supervised else ytr[:mon])
     clusters = config.n_labels == 0
 
     ckpt_path = resume_point(out) if resume else None
-    mid = None  # the partial epoch of a mid-epoch checkpoint
-    start_params = None
+    partial = None  # the partial epoch of a mid-epoch checkpoint
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, xp=xp)
-        params, opt_state, start_epoch, log = ckpt.params, ckpt.opt_state, ckpt.epoch, ckpt.history
-        rng = np.random.default_rng()
-        rng.bit_generator.state = ckpt.rng_state
+        if ckpt.mid_epoch is not None and ckpt.epoch + 1 > config.epochs:
+            # the run is asked to stop before the epoch in progress: resume from that epoch's end
+            ckpt_path = latest_checkpoint(out)
+            ckpt = load_checkpoint(ckpt_path, xp=xp)
+        _check_schedule_position(ckpt_path, ckpt, config)
+        params, opt_state, start_epoch, log, rng_state = ckpt.params, ckpt.opt_state, ckpt.epoch, ckpt.history, \
+            ckpt.rng_state
         if ckpt.mid_epoch is not None:
-            if ckpt.epoch + 1 <= config.epochs:
-                mid, start_params = ckpt.mid_epoch, ckpt.start_params
-            else:  # the run is asked to stop before the epoch in progress: resume from that epoch's end
-                ckpt_path = latest_checkpoint(out)
-                ckpt = load_checkpoint(ckpt_path, xp=xp)
-                params, opt_state, start_epoch, log = ckpt.params, ckpt.opt_state, ckpt.epoch, ckpt.history
-                rng.bit_generator.state = ckpt.rng_state
+            partial = EpochProgress.from_json(ckpt.mid_epoch, ckpt.start_params)
         log["config"] = cfg_dict
     else:
         params = _initial_params(config, net, xp)
         mapping = None
         if config.init_from is not None and split is not None and split.labelled.size:
             params, mapping = align_classes(params, xtr[split.labelled], ytr[split.labelled])
-        opt_state = optimizer.init(trainable(params))
-        rng = np.random.default_rng(config.seed)
-        start_epoch = 0
+        opt_state, rng_state, start_epoch = None, None, 0  # fit starts them: optimizer.init, default_rng(seed)
         t0 = time.perf_counter()
         val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters, threads=threads)
         test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters, threads=threads)
         monitor = _monitor_rc(params, xmon, ymon, None, config.eval_batch) if mon else None
         log = {"format": LOG_FORMAT, "version": 1, "config": cfg_dict, "network": net.to_dict(),
                "data_source": getattr(data, "source", "unknown"), "n_train": n, "n_validation": len(yva),
-               "n_test": len(yte), "batches_per_epoch": batches, "versions": _versions(config.backend),
+               "n_test": len(yte), "batches_per_epoch": batches.n_batches, "versions": _versions(config.backend),
                "epochs": [_epoch_record(0, _empty_table(), [], 0.0, 0.0, time.perf_counter() - t0, val, test, None,
                                         monitor)],
                "steps": [], "finished": False}
@@ -826,95 +579,86 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
         _check_log_finite(log, 0, None)
     log["finished"] = False
     write_json_atomic(out / "log.json", log)
-    eg_cfg = config.eg_config()
-    cumulative = log["epochs"][-1]["cumulative_train_seconds"]
-    cumulative_cpu = log["epochs"][-1].get("cumulative_train_cpu_seconds", 0.0)
-    last_good = ckpt_path
-    last_save = time.perf_counter()
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        wall0 = time.perf_counter()
-        rng_at_start = rng.bit_generator.state  # fixes this epoch's schedule: what a mid-epoch checkpoint stores
-        schedule = _epoch_schedule(rng, n, config.batch_size, split)
-        if mid is not None:
-            first, table, trace_s = int(mid["step"]), mid["steps"], list(mid["trace_seconds"])
-            stats = _stats_from_json(mid["stats"])
-            seconds, cpu, wall_before = float(mid["seconds"]), float(mid["cpu_seconds"]), float(mid["wall_seconds"])
-            prev = start_params if start_params is not None else params
-            mid = start_params = None
-        else:
-            first, table, trace_s = 0, _empty_table(), []
-            stats = PriorStats.zeros(net.n_classes, net.L) if config.model == "drmm" else None
-            seconds = cpu = wall_before = 0.0
-            prev = params
-        bar = tqdm(total=batches, initial=first, desc=f"{config.model} epoch {epoch}/{config.epochs}",
-                   disable=not progress, leave=False, unit="batch")
-        for i in range(first, len(schedule)):
-            idx_l, idx_u = schedule[i]
-            x, y = _batch(xtr, ytr, idx_l, idx_u, config.model, dt, xp)
-            try:
-                if config.model == "drmm":
-                    params, opt_state, tr = eg_step(params, optimizer, opt_state, x, y, eg_cfg, check=False,
-                                                    threads=threads)
-                else:
-                    params, opt_state, tr = backprop_step(params, optimizer, opt_state, x, y, check=False,
-                                                          threads=threads)
-            except NonFiniteParameters as exc:
-                raise _diverged(epoch, i + 1, "parameters", f"the update left {exc.field} non-finite",
-                                last_good) from None
-            values = {**{k: getattr(tr.terms, k) for k in _TERMS}, "rc_after_e": tr.rc_after_e,
-                      "rc_after_m": tr.rc_after_m}  # RC after the M-step: the update's own result
-            bad = [k for k, v in values.items() if v is not None and not math.isfinite(v)]
-            if bad:
-                raise _diverged(epoch, i + 1, bad[0], f"{bad[0]} = {values[bad[0]]}", last_good)
-            if stats is not None:
-                stats = stats + tr.stats
-            _append_step(table, trace_s, tr)
-            seconds += tr.seconds
-            cpu += tr.cpu_seconds
-            bar.update(1)
-            bar.set_postfix(loss=f"{tr.terms.objective:.4f}")
-            done = i + 1
-            if done < len(schedule) and _due(config, done, time.perf_counter() - last_save):
-                position = {"epoch": epoch, "step": done, "steps": table, "trace_seconds": trace_s,
-                            "stats": _stats_to_json(stats), "seconds": seconds, "cpu_seconds": cpu,
-                            "wall_seconds": wall_before + time.perf_counter() - wall0}
-                ckpt = Checkpoint(params, optimizer, opt_state, rng_at_start, epoch - 1, cfg_dict, log, position,
-                                  prev if mon else None)
-                last_good = save_checkpoint(_mid_path(out), ckpt)
-                last_save = time.perf_counter()
-        bar.close()
-        if config.model == "drmm":
-            t0, c0 = time.perf_counter(), time.process_time()
-            params = apply_closed_forms(params, stats)
-            seconds += time.perf_counter() - t0
-            cpu += time.process_time() - c0
-        cumulative += seconds
-        cumulative_cpu += cpu
-        val = evaluate(params, xva, yva, batch=config.eval_batch, clusters=clusters, threads=threads)
-        test = evaluate(params, xte, yte, batch=config.eval_batch, clusters=clusters, threads=threads)
-        monitor = _monitor_rc(params, xmon, ymon, prev, config.eval_batch) if mon else None
-        rec = _epoch_record(epoch, table, trace_s, seconds, cumulative, wall_before + time.perf_counter() - wall0,
-                            val, test, stats, monitor, cpu, cumulative_cpu)
+    run = {"cumulative": log["epochs"][-1]["cumulative_train_seconds"],
+           "cumulative_cpu": log["epochs"][-1].get("cumulative_train_cpu_seconds", 0.0),
+           "last_good": ckpt_path, "last_save": time.perf_counter(), "bar": None}
+    schedule_spec = config.schedule.spec
+
+    def position(s: FitState) -> dict:
+        return {"schedule": schedule_spec, "epoch": s.epoch, "lr": float(s.lr)}
+
+    def on_step(s: FitState) -> None:
+        if run["bar"] is None:
+            run["bar"] = tqdm(total=s.n_steps, initial=s.step - 1, desc=f"{config.model} epoch {s.epoch}/{s.epochs}",
+                              disable=not progress, leave=False, unit="batch")
+        run["bar"].update(1)
+        run["bar"].set_postfix(loss=f"{s.trace.terms.objective:.4f}")
+        if s.step < s.n_steps and _due(config, s.step, time.perf_counter() - run["last_save"]):
+            ckpt = Checkpoint(s.params, optimizer, s.opt_state, s.epoch_rng_state, s.epoch - 1, cfg_dict, log,
+                              s.progress.to_json(s.epoch), s.progress.start_params if mon else None, position(s))
+            run["last_good"] = save_checkpoint(_mid_path(out), ckpt)
+            run["last_save"] = time.perf_counter()
+
+    def on_epoch_end(s: FitState) -> None:
+        if run["bar"] is not None:
+            run["bar"].close()
+            run["bar"] = None
+        epoch, p = s.epoch, s.progress
+        run["cumulative"] += p.seconds
+        run["cumulative_cpu"] += p.cpu_seconds
+        t0 = time.perf_counter()
+        val = evaluate(s.params, xva, yva, batch=config.eval_batch, clusters=clusters, threads=threads)
+        test = evaluate(s.params, xte, yte, batch=config.eval_batch, clusters=clusters, threads=threads)
+        monitor = _monitor_rc(s.params, xmon, ymon, p.start_params, config.eval_batch) if mon else None
+        rec = _epoch_record(epoch, p.table, p.trace_seconds, p.seconds, run["cumulative"],
+                            p.wall_seconds + time.perf_counter() - t0, val, test, p.stats, monitor, p.cpu_seconds,
+                            run["cumulative_cpu"])
         rec["threads"] = threads
+        if schedule_spec != "constant":  # logs of constant-rate runs stay as they were
+            rec["lr"] = s.lr
         log["epochs"].append(rec)
-        log["steps"].append(table)
+        log["steps"].append(p.table)
         log["finished"] = epoch == config.epochs
-        _check_log_finite(log, epoch, last_good)
-        ckpt = Checkpoint(params, optimizer, opt_state, rng.bit_generator.state, epoch, cfg_dict, log)
-        last_good = save_checkpoint(_checkpoint_path(out, epoch), ckpt)
-        last_save = time.perf_counter()
+        _check_log_finite(log, epoch, run["last_good"])
+        ckpt = Checkpoint(s.params, optimizer, s.opt_state, s.rng_state, epoch, cfg_dict, log, lr_schedule=position(s))
+        run["last_good"] = save_checkpoint(_checkpoint_path(out, epoch), ckpt)
+        run["last_save"] = time.perf_counter()
         _mid_path(out).unlink(missing_ok=True)
         if not keep_checkpoints and epoch > 1:
             _checkpoint_path(out, epoch - 1).unlink(missing_ok=True)
         write_json_atomic(out / "log.json", log)
         if progress:
             print(f"[{config.model} {net.name}] epoch {epoch}/{config.epochs}: val error {100 * val['error']:.2f}%, "
-                  f"test error {100 * test['error']:.2f}%, train {seconds:.1f} s", flush=True)
+                  f"test error {100 * test['error']:.2f}%, train {p.seconds:.1f} s", flush=True)
         if on_epoch is not None:
             on_epoch(rec)
+
+    def callback(s: FitState) -> None:
+        (on_step if s.kind == "step" else on_epoch_end)(s)
+
+    try:
+        result = fit(params, batches, config, optimizer_state=opt_state, rng=rng_state, epoch=start_epoch,
+                     partial=partial, callback=callback, threads=threads)
+    except TrainingDiverged as exc:  # name the last good checkpoint, which is left as it was
+        raise diverged(exc.epoch, exc.step, exc.term, exc.detail, run=True, checkpoint=run["last_good"]) from None
+    finally:
+        if run["bar"] is not None:
+            run["bar"].close()
     log["finished"] = True
     write_json_atomic(out / "log.json", log)
-    return TrainResult(params, log)
+    return TrainResult(result.params, log)
+
+
+def _check_schedule_position(path: Path, ckpt: Checkpoint, config: TrainConfig) -> None:
+    """The checkpoint's learning-rate schedule position agrees with the configuration (bit-identical resume)."""
+    pos = ckpt.lr_schedule
+    if pos is None:  # written before schedules: the constant rate
+        return
+    expected = config.schedule.lr_at(config.lr, pos["epoch"], config.epochs)
+    if pos["schedule"] != config.schedule.spec or pos["lr"] != expected:
+        raise CheckpointError(f"{path}: its learning-rate schedule stood at {pos['schedule']!r}, epoch {pos['epoch']}, "
+                              f"lr {pos['lr']!r}; the configuration gives {config.schedule.spec!r}, lr {expected!r} "
+                              "there: resume with the run's own settings")
 
 
 def _due(config: TrainConfig, steps_done: int, seconds_since_save: float) -> bool:
@@ -926,55 +670,24 @@ def _due(config: TrainConfig, steps_done: int, seconds_since_save: float) -> boo
     return config.checkpoint_every_seconds is not None and seconds_since_save >= config.checkpoint_every_seconds
 
 
-def _diverged(epoch: int, step: int, term: str, what: str, last_good: Path | None) -> TrainingDiverged:
-    kept = (f"the last good checkpoint, {last_good}, is kept" if last_good is not None
-            else "no checkpoint had been written yet")
-    return TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {what}; {kept}. Lower the learning "
-                            "rate (lr) or the loss weights, or check the data's scale", epoch, step, term, last_good)
-
-
 def _check_log_finite(log: dict, epoch: int, last_good: Path | None) -> None:
     bad = _first_nonfinite({"epochs": log["epochs"][-1:], "steps": log["steps"][-1:]})
     if bad is not None:
-        raise _diverged(epoch, 0, bad, f"the epoch's record has a non-finite {bad} (evaluation overflowed)",
-                        last_good)
+        raise diverged(epoch, 0, bad, f"the epoch's record has a non-finite {bad} (evaluation overflowed)",
+                       run=True, checkpoint=last_good)
 
 
 def _initial_params(config: TrainConfig, net: Network, xp: Any) -> DRMMParams:
-    """``init_params(net, seed)``, or the parameters of the checkpoint ``config.init_from`` (pre-training)."""
+    """``init_params(net, seed)``, or the parameters of ``config.init_from`` (pre-training): a checkpoint or a
+    parameter file (:func:`~drmm_ref.io.load_params` reads both)."""
     if config.init_from is None:
         return init_params(net, config.seed, dtype=config.dtype, xp=xp)
-    params = load_checkpoint(config.init_from, xp=xp).params
+    params = load_params(config.init_from, xp=xp)
     if params.net.to_dict() != net.to_dict():
         raise ValueError(f"init_from={config.init_from!r} holds a {params.net.name!r} network, not {net.name!r}")
     if dtype_name(params.dtype) != config.dtype:
         raise ValueError(f"init_from={config.init_from!r} is {dtype_name(params.dtype)}, the run is {config.dtype}")
     return params
-
-
-def _epoch_schedule(rng: np.random.Generator, n: int, batch_size: int, split: Any) -> list[tuple[Any, Any]]:
-    """One epoch's batches as ``(labelled indices, unlabelled indices or None)``.
-
-    Supervised: a permutation of the training set cut into batches (all labelled). Semi-supervised
-    and unsupervised: :func:`~drmm_ref.learning.semi.paired_batches`.
-    """
-    if split is None:
-        perm = rng.permutation(n)
-        return [(perm[s:s + batch_size], None) for s in range(0, n, batch_size)]
-    return paired_batches(split, batch_size, rng)
-
-
-def _batch(xtr: np.ndarray, ytr: np.ndarray, idx_l: Any, idx_u: Any, model: str, dt: str, xp: Any):
-    """The step's images and labels: the unlabelled half gets ``UNLABELLED`` (its labels are never read).
-
-    The ``dcn`` baseline of a semi-supervised run sees only the labelled half.
-    """
-    if idx_u is None or model == "dcn":
-        x, y = xtr[idx_l], ytr[idx_l]
-    else:
-        x = np.concatenate([xtr[idx_l], xtr[idx_u]])
-        y = np.concatenate([ytr[idx_l], np.full(idx_u.size, UNLABELLED, dtype=ytr.dtype)])
-    return _backend.asarray(x.astype(dt), xp=xp), _backend.asarray(y, xp=xp)
 
 
 def _versions(backend: str) -> dict[str, str]:

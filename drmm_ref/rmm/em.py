@@ -16,10 +16,12 @@ the complete-data log-likelihood ``sum_n ln p(I_n, z_n)`` at those latents; both
 
 .. math::
 
-    \\mu_{c,m}[p] &= \\frac{\\sum_{n,g} r1[n,c,m,g]\\, (P_g I_n)[p]}{\\sum_{n,g} r1[n,c,m,g]\\, [p \\text{ inside at } g]} \\\\
+    \\mu_{c,m}[p] &= \\frac{\\sum_{n,g} r1[n,c,m,g]\\, (P_g I_n)[p]}
+                          {\\sum_{n,g} r1[n,c,m,g]\\, [p \\text{ inside at } g]} \\\\
     \\pi_c &= \\tfrac1N \\textstyle\\sum_n \\sum_{m,g,a} r, \\quad
     \\pi_{\\mathrm{on}} = \\tfrac1N \\sum_n \\sum_{c,m,g} r1, \\quad
-    \\sigma^2 = \\tfrac{1}{ND} \\sum r\\,\\big[\\|I_n\\|^2 - 2a\\langle P_g I_n, \\mu_{c,m}\\rangle + a\\|T_g\\mu_{c,m}\\|^2\\big]
+    \\sigma^2 = \\tfrac{1}{ND} \\sum r\\,
+      \\big[\\|I_n\\|^2 - 2a\\langle P_g I_n, \\mu_{c,m}\\rangle + a\\|T_g\\mu_{c,m}\\|^2\\big]
 
 (``sigma^2`` with the *updated* templates). At valid positions the per-pixel denominator is the
 SPEC's ``sum r1``; with zero padding a template pixel only sees the stamps that keep it inside the
@@ -56,6 +58,7 @@ from . import _terms as T
 from .init import init_params
 from .model import _check_classes, log_joint, map_estimate, posterior
 from .params import RMMParams
+from .stats import EMStats, clipped_norm_map, statistics_from_responsibilities
 
 __all__ = [
     "EStep",
@@ -67,6 +70,7 @@ __all__ = [
     "e_step",
     "hard_e_step",
     "m_step",
+    "m_step_from_stats",
     "objective",
     "fit",
 ]
@@ -271,32 +275,42 @@ def _floored_simplex(counts: np.ndarray, floor: float) -> np.ndarray:
     return pi / pi.sum()
 
 
-def _reseed_templates(params: RMMParams, images: Any, estep: EStep, empty: list, templates: Any) -> Any:
-    """Replace the templates of ``empty`` (c, m) pairs by the highest-energy patches of the worst-explained examples."""
-    xp = params.xp
-    C, k = params.channels, params.kernel
-    hg, wg = params.grid_shape
-    worst = np.argsort(np.asarray(to_numpy(estep.per_example), dtype=np.float64))[: len(empty)]
-    idx = asarray(worst.astype(np.int64), xp=xp, device=device_of(images))
-    chosen = xp.take(images, idx, axis=0)  # (E, C, H, W)
-    ones = xp.ones((1, C, k, k), dtype=params.dtype, device=device_of(images))
-    energy = conv2d(xp.sum(chosen * chosen, axis=1, keepdims=True), ones[:, :1, ...], params.padding)  # (E, 1, Hg, Wg)
-    cells = np.asarray(to_numpy(xp.argmax(xp.reshape(energy, (len(empty), hg * wg)), axis=1)))
-    host_t = np.array(to_numpy(templates), dtype=np.float64, copy=True)
-    host_i = np.asarray(to_numpy(chosen), dtype=np.float64)
+def _reseed_templates(params: RMMParams, stats: EMStats, empty: list, mu: np.ndarray) -> np.ndarray:
+    """Replace the templates of ``empty`` (c, m) pairs by the highest-energy patches of the worst-explained examples.
+
+    ``mu`` is the host ``(K*M, C, k, k)`` update; the examples are ``stats.worst_images`` (lowest objective first).
+    """
+    k, M = params.kernel, params.num_subtemplates
+    _, wg = params.grid_shape
     q = params.padding
-    H, W = params.image_shape
-    padded = np.pad(host_i, ((0, 0), (0, 0), (q, q), (q, q)))
+    if stats.worst_images is None or len(stats.worst_images) < len(empty):
+        raise ValueError(f"re-seeding {len(empty)} components needs the statistics of at least that many "
+                         "worst-explained examples (keep_worst >= K * M)")
+    chosen = np.asarray(stats.worst_images[: len(empty)], dtype=np.float64)  # (E, C, H, W)
+    energy = conv2d(np.sum(chosen * chosen, axis=1, keepdims=True), np.ones((1, 1, k, k)), q)  # (E, 1, Hg, Wg)
+    cells = np.argmax(energy.reshape(len(empty), -1), axis=1)
+    out = mu.copy()
+    padded = np.pad(chosen, ((0, 0), (0, 0), (q, q), (q, q)))
     for e, ((c, m), cell) in enumerate(zip(empty, cells)):  # only the few empty components
         r, s = divmod(int(cell), wg)
-        host_t[c, m] = padded[e, :, r : r + k, s : s + k]
-    return xp.asarray(host_t, dtype=params.dtype, device=device_of(templates))
+        out[c * M + m] = padded[e, :, r : r + k, s : s + k]
+    return out
+
+
+def _estep_statistics(params: RMMParams, images: Any, estep: EStep, keep_worst: int = 0, offset: int = 0) -> EMStats:
+    """The :class:`~drmm_ref.rmm.stats.EMStats` of an E-step on ``images``."""
+    return statistics_from_responsibilities(params, images, estep.responsibilities, estep.responsibilities_on,
+                                            estep.per_example, hard=estep.hard, keep_worst=keep_worst, offset=offset)
 
 
 def m_step(params: RMMParams, images: Any, estep: EStep, *, learn_nuisance: bool = False,
            prior_floor: float = 1e-6, variance_floor: Optional[float] = None, empty_tol: float = 1e-12,
            reseed_empty: bool = False) -> tuple[RMMParams, MStepInfo]:
     """Closed-form M-step with the SPEC §1 guards (module docstring).
+
+    The E-step is reduced to its sufficient statistics
+    (:func:`~drmm_ref.rmm.stats.statistics_from_responsibilities`) and :func:`m_step_from_stats`
+    does the rest: the one M-step of the in-memory, streamed and distributed EM.
 
     Parameters
     ----------
@@ -305,6 +319,45 @@ def m_step(params: RMMParams, images: Any, estep: EStep, *, learn_nuisance: bool
     images : array of shape (N, C, H, W)
     estep : EStep
         From :func:`e_step` or :func:`hard_e_step` on the same images.
+    learn_nuisance, prior_floor, variance_floor, empty_tol, reseed_empty :
+        As in :func:`m_step_from_stats`.
+
+    Returns
+    -------
+    params : RMMParams
+    info : MStepInfo
+    """
+    _check_em_params(params)
+    T.check_images(params, images)
+    if not isinstance(estep, EStep):
+        raise TypeError(f"estep must be an EStep, got {type(estep).__name__}")
+    n = images.shape[0]
+    K, M = params.num_classes, params.num_subtemplates
+    hg, wg = params.grid_shape
+    if tuple(estep.responsibilities.shape) != (n, K, M, hg, wg):
+        raise ValueError(f"estep.responsibilities has shape {tuple(estep.responsibilities.shape)}, expected "
+                         f"{(n, K, M, hg, wg)} for these images and params")
+    stats = _estep_statistics(params, images, estep, keep_worst=K * M if reseed_empty else 0)
+    return m_step_from_stats(params, stats, learn_nuisance=learn_nuisance, prior_floor=prior_floor,
+                             variance_floor=variance_floor, empty_tol=empty_tol, reseed_empty=reseed_empty,
+                             _stacklevel=3)
+
+
+def m_step_from_stats(params: RMMParams, stats: EMStats, *, learn_nuisance: bool = False, prior_floor: float = 1e-6,
+                      variance_floor: Optional[float] = None, empty_tol: float = 1e-12, reseed_empty: bool = False,
+                      _stacklevel: int = 2) -> tuple[RMMParams, MStepInfo]:
+    """The closed-form M-step from the summed sufficient statistics of every image (SPEC §1; module docstring).
+
+    Reads only the totals (:class:`~drmm_ref.rmm.stats.EMStats`): the arithmetic is of the model's
+    size, on the host in ``float64``; the new parameters come back in ``params``' namespace, device
+    and dtype.
+
+    Parameters
+    ----------
+    params : RMMParams
+        The parameters of the E-step (their templates are kept where a component is empty).
+    stats : EMStats
+        The sum of the statistics of every chunk of the data set.
     learn_nuisance : bool, default False
         Update ``pi_g`` (``mean_n sum_{c,m} r``); fixed otherwise.
     prior_floor : float, default 1e-6
@@ -314,75 +367,76 @@ def m_step(params: RMMParams, images: Any, estep: EStep, *, learn_nuisance: bool
     empty_tol : float, default 1e-12
         A template pixel whose responsibility mass is ``<= empty_tol * N`` keeps its old value.
     reseed_empty : bool, default False
-        Re-seed empty components (breaks monotonicity for that step; :func:`fit` logs it).
+        Re-seed empty components (breaks monotonicity for that step; :func:`fit` logs it). Needs
+        ``stats.keep_worst >= K * M``.
 
     Returns
     -------
     params : RMMParams
     info : MStepInfo
+
+    Raises
+    ------
+    FloatingPointError
+        If an updated parameter is not finite.
     """
     _check_em_params(params)
-    xp = T.check_images(params, images)
-    if not isinstance(estep, EStep):
-        raise TypeError(f"estep must be an EStep, got {type(estep).__name__}")
-    n = images.shape[0]
+    if not isinstance(stats, EMStats):
+        raise TypeError(f"stats must be an EMStats, got {type(stats).__name__}")
+    n = stats.count
+    if n < 1:
+        raise ValueError("stats.count is 0: the M-step needs the statistics of at least one image")
     K, M, C, k = params.num_classes, params.num_subtemplates, params.channels, params.kernel
     H, W = params.image_shape
     hg, wg = params.grid_shape
     q = params.padding
-    dev, dt = device_of(images), params.dtype
-    if tuple(estep.responsibilities.shape) != (n, K, M, hg, wg):
-        raise ValueError(f"estep.responsibilities has shape {tuple(estep.responsibilities.shape)}, expected "
-                         f"{(n, K, M, hg, wg)} for these images and params")
-    resp = estep.responsibilities
-    r1 = xp.reshape(estep.responsibilities_on, (n, K * M, hg, wg))
+    if stats.on_mass.shape != (K * M, hg, wg) or stats.weighted_patches.shape != (K * M, C, k, k):
+        raise ValueError(f"stats do not belong to this model: on_mass {stats.on_mass.shape} (expected "
+                         f"{(K * M, hg, wg)}), weighted_patches {stats.weighted_patches.shape} (expected "
+                         f"{(K * M, C, k, k)})")
+    xp, dev, dt = params.xp, device_of(params.templates), params.dtype
+    num, mass_map = stats.weighted_patches, stats.on_mass
     # templates: per-pixel weighted means of the extracted patches
-    num = conv2d_vjp_weight(r1, images, q)  # (KM, C, k, k) = sum_{n,g} r1 P_g I_n
-    mass_map = xp.sum(r1, axis=0, keepdims=True)  # (1, KM, Hg, Wg)
-    ones_img = xp.ones((1, C, H, W), dtype=dt, device=dev)
-    den = conv2d_vjp_weight(mass_map, ones_img, q)  # (KM, C, k, k): mass that keeps each pixel inside
-    old = xp.reshape(params.templates, (K * M, C, k, k))
+    den = conv2d_vjp_weight(mass_map[None], np.ones((1, C, H, W)), q)  # (KM, C, k, k): mass keeping each pixel inside
+    old = np.asarray(to_numpy(params.templates), dtype=np.float64).reshape(K * M, C, k, k)
     ok = den > empty_tol * n
-    one = xp.ones((), dtype=dt, device=dev)
-    mu = xp.where(ok, num / xp.where(ok, den, one), old)
-    comp_mass = np.asarray(to_numpy(xp.sum(mass_map, axis=(0, 2, 3))), dtype=np.float64)
+    mu = np.where(ok, num / np.where(ok, den, 1.0), old)
+    comp_mass = mass_map.sum(axis=(1, 2))
     empty = [divmod(int(i), M) for i in np.nonzero(comp_mass <= empty_tol * n)[0]]
-    templates = xp.reshape(mu, (K, M, C, k, k))
     if empty:
         action = "re-seeded from the worst-explained example" if reseed_empty else "kept unchanged"
         warnings.warn(f"components (class, sub-template) {empty} received no responsibility mass; their templates "
-                      f"were {action}", EmptyComponentWarning, stacklevel=2)
+                      f"were {action}", EmptyComponentWarning, stacklevel=_stacklevel)
     reseeded = []
     if reseed_empty and empty:
-        templates = _reseed_templates(params, images, estep, empty, templates)
+        mu = _reseed_templates(params, stats, empty, mu)
         reseeded = list(empty)
-        mu = xp.reshape(templates, (K * M, C, k, k))
     # noise variance with the updated templates
-    total_sq = xp.sum(images * images)
-    cross = xp.sum(mu * num)
-    norm_map = conv2d(ones_img, mu * mu, q)  # (1, KM, Hg, Wg): clipped squared norms
-    sse = total_sq - 2 * cross + xp.sum(mass_map * norm_map)
-    sigma2 = float(sse) / (n * params.num_pixels)
+    sse = stats.total_sq - 2 * float(np.sum(mu * num)) + float(np.sum(mass_map * clipped_norm_map(mu, params)))
+    sigma2 = sse / (n * params.num_pixels)
     floor = variance_floor
     if floor is None:
-        floor = max(1e-6 * float(total_sq) / (n * params.num_pixels), 1e-12)
+        floor = max(1e-6 * stats.total_sq / (n * params.num_pixels), 1e-12)
     var_floored = not sigma2 > floor
     if var_floored:
         warnings.warn(f"the noise variance update {sigma2:.3e} fell to the floor {floor:.3e} (variance collapsing "
                       "to zero: constant images or a perfect fit); sigma2 is held at the floor",
-                      VarianceFloorWarning, stacklevel=2)
+                      VarianceFloorWarning, stacklevel=_stacklevel)
         sigma2 = floor
+    if not (np.all(np.isfinite(mu)) and np.isfinite(sigma2)):
+        raise FloatingPointError("the M-step produced non-finite templates or sigma2 (overflow in the "
+                                 "statistics?); check the images' scale")
     # priors
-    counts = np.asarray(to_numpy(xp.sum(resp, axis=(0, 2, 3, 4))), dtype=np.float64)
-    class_prior = _floored_simplex(counts, prior_floor)
-    on = float(xp.sum(r1)) / n
+    class_prior = _floored_simplex(stats.class_mass, prior_floor)
+    on = float(comp_mass.sum()) / n
     pi_on = min(max(on, prior_floor), 1 - prior_floor)
     nuisance = params.nuisance_prior
+    put = lambda a: asarray(a, xp=xp, dtype=dt, device=dev)  # noqa: E731
     if learn_nuisance:
-        pos = np.asarray(to_numpy(xp.sum(resp, axis=(0, 1, 2))), dtype=np.float64) / n
-        nuisance = xp.asarray(pos / pos.sum(), dtype=dt, device=dev)
-    new = RMMParams(templates=templates, class_prior=xp.asarray(class_prior, dtype=dt, device=dev),
-                    switch_prior=pi_on, sigma2=sigma2, image_shape=params.image_shape, padding=q,
+        pos = stats.position_mass / n
+        nuisance = put(pos / pos.sum())
+    new = RMMParams(templates=put(mu.reshape(K, M, C, k, k)), class_prior=put(class_prior),
+                    switch_prior=pi_on, sigma2=float(sigma2), image_shape=params.image_shape, padding=q,
                     nuisance_prior=nuisance, pool=None)
     info = MStepInfo(empty_components=tuple(empty), reseeded=tuple(reseeded), variance_floored=var_floored,
                      class_floored=bool(np.any(class_prior <= prior_floor * (1 + 1e-12))),
@@ -402,24 +456,39 @@ def objective(params: RMMParams, images: Any, labels: Optional[Any] = None, *, c
     return float(xp.sum(posterior(params, images, labels).log_evidence))
 
 
-def _fit_once(params, images, labels, hard, max_iter, tol, m_kwargs):
-    """One EM run from ``params``; returns the final parameters and the trace."""
+class _InMemoryPass:
+    """One E-step over the whole data set at once: holds every posterior (``N K M |G|`` numbers)."""
+
+    def __init__(self, images: Any, labels: Optional[Any], hard: bool, keep_worst: int):
+        self.images, self.labels, self.hard, self.keep_worst = images, labels, hard, keep_worst
+        self._est = None
+
+    def __call__(self, params: RMMParams) -> EMStats:
+        self._est = (hard_e_step if self.hard else e_step)(params, self.images, self.labels)
+        return _estep_statistics(params, self.images, self._est, self.keep_worst)
+
+    def complete_objective(self, params: RMMParams, stats: EMStats) -> float:
+        """The complete-data objective at the last hard E-step's latents, from the rendered images."""
+        return objective(params, self.images, classes=self._est.classes, latents=self._est.latents)
+
+
+def _fit_once(params, data_pass, hard, max_iter, tol, m_kwargs):
+    """One EM run from ``params``; ``data_pass(params) -> EMStats`` is one E-step over every image."""
     trace = EMTrace()
-    estimate = hard_e_step if hard else e_step
-    est = estimate(params, images, labels)
-    trace.objective.append(est.objective)
+    stats = data_pass(params)
+    trace.objective.append(stats.objective)
     trace.step_kinds.append("E" if hard else "init")
     for it in range(max_iter):
-        params, info = m_step(params, images, est, **m_kwargs)
+        params, info = m_step_from_stats(params, stats, **m_kwargs, _stacklevel=4)
         trace.empty_components.append(info.empty_components)
         trace.variance_floored.append(info.variance_floored)
         if hard:  # the complete-data objective at the E-step's latents, new parameters
-            trace.objective.append(objective(params, images, classes=est.classes, latents=est.latents))
+            trace.objective.append(data_pass.complete_objective(params, stats))
             trace.step_kinds.append("M")
             if info.reseeded:
                 trace.reseeded.append(len(trace.objective) - 1)
-        est = estimate(params, images, labels)
-        trace.objective.append(est.objective)
+        stats = data_pass(params)
+        trace.objective.append(stats.objective)
         trace.step_kinds.append("E")
         if info.reseeded and not hard:
             trace.reseeded.append(len(trace.objective) - 1)
@@ -431,16 +500,40 @@ def _fit_once(params, images, labels, hard, max_iter, tol, m_kwargs):
     return params, trace
 
 
+def _num_images(images: Any) -> int:
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"images must be an array of shape (N, C, H, W), got {type(images).__name__} of shape "
+                         f"{None if shape is None else tuple(shape)}")
+    n = shape[0]
+    if n is None or n != n:  # a dask array of unknown length
+        raise ValueError("images has an unknown number of rows (a dask array with unknown chunk sizes); "
+                         "call images.compute_chunk_sizes() first")
+    if int(n) < 1:
+        raise ValueError(f"images must hold at least one image, got N = {int(n)} (shape {tuple(shape)}); "
+                         "EM has nothing to fit")
+    return int(n)
+
+
 def fit(images: Any, num_classes: Optional[int] = None, *, labels: Optional[Any] = None, num_subtemplates: int = 1,
         kernel: Optional[int] = None, padding: int = 0, method: str = "soft", init: Optional[RMMParams] = None,
         max_iter: int = 100, tol: float = 1e-8, restarts: int = 1, seed: Any = None, learn_nuisance: bool = False,
         prior_floor: float = 1e-6, variance_floor: Optional[float] = None, reseed_empty: bool = False,
-        candidates: str = "max_energy", warn: bool = True) -> tuple[RMMParams, EMTrace]:
+        candidates: str = "max_energy", warn: bool = True, chunk_size: Optional[int] = None,
+        client: Any = None, init_sample: Optional[int] = None) -> tuple[RMMParams, EMTrace]:
     """Fit an RMM by EM (SPEC §1): soft or hard, supervised (``labels``) or unsupervised.
+
+    Three ways to run the same EM (``docs/scaling.md``): in memory (the default: every posterior at
+    once), streamed (``chunk_size``: one chunk's posteriors at a time, memory ``O(chunk_size)``), or
+    on a Dask cluster (``client``: the chunks live on the workers, each iteration maps the E-step
+    over them and tree-sums their :class:`~drmm_ref.rmm.stats.EMStats`). All three give the same
+    parameters and trace up to the order of floating-point sums.
 
     Parameters
     ----------
     images : array of shape (N, C, H, W)
+        NumPy, CuPy or ``array_api_strict``; with ``chunk_size`` also any array that slices into
+        such chunks (e.g. ``numpy.memmap``); with ``client`` also a ``dask.array.Array``.
     num_classes : int, optional
         ``K``; needed unless ``init`` is given.
     labels : int array of shape (N,), optional
@@ -458,11 +551,21 @@ def fit(images: Any, num_classes: Optional[int] = None, *, labels: Optional[Any]
     seed : int, optional
         Seeds the initialisations (restart ``i`` uses ``SeedSequence(seed).spawn``).
     learn_nuisance, prior_floor, variance_floor, reseed_empty :
-        Passed to :func:`m_step`.
+        Passed to :func:`m_step_from_stats`.
     candidates : {'max_energy', 'all'}
         Patches the k-means++ initialisation draws from (:func:`~drmm_ref.rmm.init.kmeans_pp_templates`).
     warn : bool, default True
         Emit :class:`ConvergenceWarning` when a restart stops at ``max_iter``.
+    chunk_size : int, optional
+        Stream the E-step over chunks of this many images (:mod:`drmm_ref.rmm.stream`). With
+        ``client``: the size of the chunks scattered to the workers (a dask array keeps its own
+        chunks unless this is given).
+    client : distributed.Client or str, optional
+        Run the E-step on a Dask cluster (a client, or a scheduler address); needs the optional
+        extra ``pip install "drmm-ref[scale]"``. The returned parameters are NumPy arrays.
+    init_sample : int, optional
+        Draw the k-means++ initialisation from a random subset of this many images (chosen with
+        ``seed``) instead of all of them; it holds ``|G| C k^2`` numbers per image of the subset.
 
     Returns
     -------
@@ -482,28 +585,68 @@ def fit(images: Any, num_classes: Optional[int] = None, *, labels: Optional[Any]
         raise ValueError("init fixes the starting point: restarts must be 1")
     if init is None and (num_classes is None or kernel is None):
         raise ValueError("pass num_classes and kernel (or init=RMMParams)")
+    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if init_sample is not None and (not isinstance(init_sample, (int, np.integer)) or init_sample < 1):
+        raise ValueError(f"init_sample must be a positive integer, got {init_sample!r}")
+    n = _num_images(images)
     m_kwargs = dict(learn_nuisance=learn_nuisance, prior_floor=prior_floor, variance_floor=variance_floor,
                     reseed_empty=reseed_empty)
+    hard = method == "hard"
     seeds = np.random.SeedSequence(seed).spawn(restarts)
+    first = init if init is not None else None
+    streamed = chunk_size is not None or client is not None
+    if streamed:
+        from . import stream  # the streamed and distributed passes build on this module
+
+        if client is not None:
+            data_pass = stream.DaskPass(client, images, labels, hard=hard, chunk_size=chunk_size,
+                                        reseed_empty=reseed_empty)
+        else:
+            data_pass = stream.ChunkedPass(images, labels, hard=hard, chunk_size=int(chunk_size),
+                                           reseed_empty=reseed_empty)
     best = None
     all_obj, all_params, all_traces = [], [], []
-    for r in range(restarts):
-        start = init if init is not None else init_params(
-            images, num_classes, kernel, labels=labels, num_subtemplates=num_subtemplates, padding=padding,
-            candidates=candidates, seed=np.random.default_rng(seeds[r]))
-        T.check_images(start, images)
-        _check_labels(start, images, labels)
-        params, trace = _fit_once(start, images, labels, method == "hard", max_iter, tol, m_kwargs)
-        if warn and not trace.converged:
-            warnings.warn(f"EM ({method}) restart {r} did not converge in {max_iter} iterations "
-                          f"(last relative change above tol={tol:g}); raise max_iter or tol", ConvergenceWarning,
-                          stacklevel=2)
-        final = trace.objective[-1]
-        all_obj.append(final)
-        all_params.append(params)
-        all_traces.append(trace)
-        if best is None or final > best[0]:
-            best = (final, r, params, trace)
+    try:
+        for r in range(restarts):
+            if first is not None:
+                start = first
+            else:
+                rng = np.random.default_rng(seeds[r])
+                sub_images, sub_labels = images, labels
+                if init_sample is not None and init_sample < n:
+                    from .stream import take_rows
+
+                    idx = np.sort(rng.choice(n, size=int(init_sample), replace=False))
+                    sub_images, sub_labels = take_rows(images, idx), None if labels is None else take_rows(labels, idx)
+                elif client is not None and stream.is_dask_array(images):
+                    raise ValueError("images is a dask array: pass init= or init_sample= (the k-means++ "
+                                     "initialisation needs its images in the client's memory)")
+                start = init_params(sub_images, num_classes, kernel, labels=sub_labels,
+                                    num_subtemplates=num_subtemplates, padding=padding, candidates=candidates,
+                                    seed=rng)
+            if streamed:
+                start = data_pass.prepare(start)
+            else:
+                T.check_images(start, images)
+                _check_labels(start, images, labels)
+                data_pass = _InMemoryPass(images, labels, hard,
+                                          start.num_classes * start.num_subtemplates if reseed_empty else 0)
+            params, trace = _fit_once(start, data_pass, hard, max_iter, tol, m_kwargs)
+            if warn and not trace.converged:
+                warnings.warn(f"EM ({method}) restart {r} did not converge in {max_iter} iterations "
+                              f"(last relative change above tol={tol:g}); raise max_iter or tol", ConvergenceWarning,
+                              stacklevel=2)
+            final = trace.objective[-1]
+            all_obj.append(final)
+            all_params.append(params)
+            all_traces.append(trace)
+            if best is None or final > best[0]:
+                best = (final, r, params, trace)
+    finally:
+        if streamed:
+            data_pass.close()
     _, r, params, trace = best
     trace.restart_objectives, trace.restart_params, trace.best_restart = all_obj, all_params, r
     trace.restart_traces = all_traces
