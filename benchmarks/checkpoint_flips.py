@@ -2,7 +2,10 @@
 
 Run from a tree's root: `python benchmarks/checkpoint_flips.py 1000 150`.
 """
-import sys, os, json, collections
+import sys
+import os
+import json
+import collections
 from pathlib import Path
 sys.path.insert(0, os.getcwd())
 import numpy as np

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 ROOT = Path.cwd()
@@ -532,7 +531,6 @@ def _ckpt():
 
 
 def _edit_meta(path, edit):
-    import zipfile
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: np.array(z[k]) for k in z.files}
     meta = json.loads(str(arrays.pop("__meta__")))

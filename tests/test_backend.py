@@ -91,6 +91,7 @@ def test_allocator_setting_is_opt_in_idempotent_and_can_be_turned_off():
     env["DRMM_REF_MALLOPT"] = "0"
     off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert off.stdout.strip() == "False"
-    expected = "True" if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()) else None
+    expected = ("True" if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver())
+                else None)
     if expected:
         assert on.stdout.strip() == expected

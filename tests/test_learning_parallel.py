@@ -18,7 +18,8 @@ from ._helpers import host
 
 NET = Network((1, 12, 12), (Layer(3, 3, 1, 2), Layer(2, 3, 1, 1), Layer(4, 1, 0, 3)), n_classes=4, name="par-net")
 WEIGHTS = [LossWeights(), LossWeights(ce=1, rc=0.5, nn=0.3, h=0.2), LossWeights(ce=0, rc=1, nn=0.5, h=0),
-           LossWeights(ce=1, rc=0, nn=0, h=0), LossWeights(ce=0.5, rc=1, nn=1, h=0.3, h_sign="kl_to_prior", balance=0.2)]
+           LossWeights(ce=1, rc=0, nn=0, h=0),
+           LossWeights(ce=0.5, rc=1, nn=1, h=0.3, h_sign="kl_to_prior", balance=0.2)]
 
 
 @given(n=st.integers(1, 300), shards=st.integers(1, 9))

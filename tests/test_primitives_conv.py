@@ -103,7 +103,8 @@ def test_conv_vjps_match_central_differences(geom):
 
 def test_conv2d_float32_in_float32_out(xp):
     x, wt = _arrays(xp, 0, "float32", (2, 3, 6, 6), (4, 3, 3, 3))
-    for out in (P.conv2d(x, wt, 1), P.conv2d_transpose(P.conv2d(x, wt, 1), wt, 1), P.conv2d_vjp_weight(P.conv2d(x, wt, 1), x, 1)):
+    for out in (P.conv2d(x, wt, 1), P.conv2d_transpose(P.conv2d(x, wt, 1), wt, 1),
+                P.conv2d_vjp_weight(P.conv2d(x, wt, 1), x, 1)):
         assert_same_array_kind(out, x, xp)
 
 

@@ -45,7 +45,8 @@ def test_maxpool_matches_loop_oracle_with_first_max_ties(xp, geom, with_ties):
     n, c, p, hp, wp, seed = geom
     rng = np.random.default_rng(seed)
     # Values from {0, 1, 2} make ties frequent, so the first-max rule is exercised.
-    raw = rng.integers(0, 3, size=(n, c, hp * p, wp * p)).astype(np.float64) if with_ties else rng.standard_normal((n, c, hp * p, wp * p))
+    raw = (rng.integers(0, 3, size=(n, c, hp * p, wp * p)).astype(np.float64) if with_ties
+           else rng.standard_normal((n, c, hp * p, wp * p)))
     x = _backend.asarray(raw, xp=xp)
     vals, pos = P.maxpool2d(x, p)
     ref_vals, ref_pos = maxpool_oracle(raw, p)

@@ -175,7 +175,8 @@ def make_record(claim: Claim, result: Result, args: argparse.Namespace, seconds:
     }
 
 
-def run_claim(claim: Claim, run: Callable[[argparse.Namespace], Result], argv: list[str] | None = None) -> dict[str, Any]:
+def run_claim(claim: Claim, run: Callable[[argparse.Namespace], Result],
+              argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run the claim, write ``<out>/<id>.json`` and return the record."""
     args = build_parser(claim).parse_args(sys.argv[1:] if argv is None else argv)
     from drmm_ref.learning._checks import backend_problem

@@ -41,7 +41,9 @@ CLAIM = Claim(
     "constant -||I||^2/(2 sigma^2) - (D/2) ln(2 pi sigma^2), to the identity tolerance; the classes agree "
     "wherever the brute-force margin exceeds it.",
     assumptions=(
-        "random models cycling through the 16 groups (M = 1 / M > 1) x (uniform / non-uniform pi_g) x (valid / padded) x (global / window): K 2-4, M 2-3 when > 1, C 1-2, k 1-4, padding 1..k-1, pool 2-3, grid up to ~7x7",
+        "random models cycling through the 16 groups (M = 1 / M > 1) x (uniform / non-uniform pi_g) x "
+        "(valid / padded) x (global / window): K 2-4, M 2-3 when > 1, C 1-2, k 1-4, padding 1..k-1, pool 2-3, "
+        "grid up to ~7x7",
         "one model in ten duplicates class 0 into class 1, so exact ties occur and are counted apart",
         "nuisance prior uniform (half the models) or Dirichlet with about 20% zero entries; per-class pi_on in "
         "(0.05, 0.95); sigma^2 log-uniform in [0.1, 2]",

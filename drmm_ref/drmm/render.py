@@ -4,8 +4,8 @@ A layer's rendering operator takes a map ``z`` on layer l's pooled grid to layer
 
 .. math::
 
-    \\Lambda^{(l)}_{g^{(l)}} z = \\mathrm{conv2d\\_transpose}\\big(\\mathrm{unpool2d}(a^{(l)} \\odot z,\\, t^{(l)},\\, p_l),
-                                  W^{(l)},\\, q_l\\big)
+    \\Lambda^{(l)}_{g^{(l)}} z = \\mathrm{conv2d\\_transpose}\\big(
+                                  \\mathrm{unpool2d}(a^{(l)} \\odot z,\\, t^{(l)},\\, p_l), W^{(l)},\\, q_l\\big)
 
 and the image template of class c under latents g is
 ``mu_{c,g} = z^(0) = Lambda^(1) ... Lambda^(L) mu_c`` with ``z^(L) = mu_c``. Every partial
@@ -256,7 +256,8 @@ def expected_rendering(params: DRMMParams, z: Any, level: int) -> Any:
     """Carry a partial rendering ``z^(level)`` to image space with the prior-expected operators.
 
     .. math:: E[z^{(0)} \\mid z^{(l)}] = \\bar\\Lambda^{(1)} \\cdots \\bar\\Lambda^{(l)} z^{(l)},\\qquad
-              \\bar\\Lambda^{(m)} z = \\pi^{(m)}_{on}\\, \\mathrm{conv2d\\_transpose}(\\mathrm{spread}_{p_m}(z) / p_m^2, W^{(m)}, q_m)
+              \\bar\\Lambda^{(m)} z = \\pi^{(m)}_{on}\\,
+              \\mathrm{conv2d\\_transpose}(\\mathrm{spread}_{p_m}(z) / p_m^2, W^{(m)}, q_m)
 
     (the latents of different layers are independent a priori and each operator is linear, so
     the expectation factorises). ``level = 0`` returns ``z`` itself.

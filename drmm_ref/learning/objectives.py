@@ -110,7 +110,8 @@ def cross_entropy(scores: Any, labels: Any) -> tuple[Any, Any]:
     """Mean cross-entropy of softmax(scores) over the labelled examples, and its cotangent in ``scores``.
 
     .. math:: \\mathrm{CE} = \\tfrac1{N_\\ell} \\sum_{n\\ \\text{labelled}} [\\mathrm{lse}(s_n) - s_{n,y_n}],\\qquad
-              \\partial \\mathrm{CE} / \\partial s_n = [y_n \\ne -1]\\,(\\mathrm{softmax}(s_n) - \\mathrm{onehot}(y_n)) / N_\\ell
+              \\partial \\mathrm{CE} / \\partial s_n
+              = [y_n \\ne -1]\\,(\\mathrm{softmax}(s_n) - \\mathrm{onehot}(y_n)) / N_\\ell
 
     Parameters
     ----------
@@ -201,7 +202,8 @@ def balance_term(scores: Any) -> tuple[Any, Any]:
     """``KL(q_bar || uniform) = log K - H(q_bar)`` of the batch-mean prediction, and its cotangent.
 
     .. math:: \\bar q = \\tfrac1N \\textstyle\\sum_n q_n,\\qquad
-              \\partial\\,\\mathrm{BAL} / \\partial s_{n} = q_n \\odot (\\log \\bar q - \\langle q_n, \\log \\bar q\\rangle) / N
+              \\partial\\,\\mathrm{BAL} / \\partial s_{n}
+              = q_n \\odot (\\log \\bar q - \\langle q_n, \\log \\bar q\\rangle) / N
 
     Zero when the batch's predictions are balanced over the K classes; ``log K`` when they all fall
     on one class. Minimising it is "maximise the entropy of the batch-mean prediction".
@@ -241,7 +243,8 @@ def _score_terms(scores: Any, labels: Any, weights: LossWeights, xp: Any) -> tup
     return values, grad
 
 
-def _rendering_terms(images: Any, renderings: tuple[Any, ...], weights: LossWeights) -> tuple[dict[str, Any], Any, dict]:
+def _rendering_terms(images: Any, renderings: tuple[Any, ...],
+                     weights: LossWeights) -> tuple[dict[str, Any], Any, dict]:
     """The terms on the rendering (RC, NN): values, the cotangent of ``z^(0)`` and those of ``z^(1..L)``."""
     values, grad_image, grad_z = {}, None, {}
     if weights.rc > 0:
@@ -309,7 +312,8 @@ def objective_and_gradients(params: DRMMParams, estep: Any, labels: Any, weights
 
 
 def fused_objective_and_gradients(params: DRMMParams, forward: Any, classes: Any, labels: Any,
-                                  weights: LossWeights, *, relu_topdown: bool = False) -> tuple[Terms, dict[str, Any], Any]:
+                                  weights: LossWeights, *,
+                                  relu_topdown: bool = False) -> tuple[Terms, dict[str, Any], Any]:
     """The EG objective and its gradient tree with one fused downward pass (SPEC §2, §3).
 
     ``forward = bottom_up(params, I)``; ``classes`` (int64, shape (N,)) are the classes to render

@@ -140,7 +140,8 @@ def _checked_batch(params: DRMMParams, images: Any, labels: Any) -> Any:
 
 
 def eg_step(params: DRMMParams, optimizer: Any, opt_state: Any, images: Any, labels: Any,
-            config: EGConfig = EGConfig(), *, check: bool = True, threads: int = 1) -> tuple[DRMMParams, Any, StepTrace]:
+            config: EGConfig = EGConfig(), *, check: bool = True,
+            threads: int = 1) -> tuple[DRMMParams, Any, StepTrace]:
     r"""One EG step on a mini-batch (SPEC §3; the module docstring lists its parts).
 
     .. math::

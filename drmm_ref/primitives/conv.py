@@ -130,7 +130,8 @@ def conv2d_transpose(y: Any, weight: Any, padding: int = 0, *, xp: Any = None) -
         raise ValueError(f"y has {oy} channels but weight has {o} output channels (weight shape {tuple(weight.shape)})")
     h, w = ho - 2 * q + k - 1, wo - 2 * q + k - 1
     if h < 1 or w < 1:
-        raise ValueError(f"padding {q} is too large for kernel {k} and y of side {ho}x{wo}: the input side would be {h}x{w}")
+        raise ValueError(f"padding {q} is too large for kernel {k} and y of side {ho}x{wo}: "
+                         f"the input side would be {h}x{w}")
     return to_nchw(BL.conv2d_transpose_bl(to_batch_last(y, xp), weight, q, xp), xp)
 
 

@@ -124,7 +124,8 @@ def select2d(x: Any, positions: Any, pool: int, *, xp: Any = None) -> Any:
     _check_positions(positions, p, xp)
     n, c, h, w = x.shape
     if tuple(positions.shape) != (n, c, h // p, w // p):
-        raise ValueError(f"positions has shape {tuple(positions.shape)} but x pooled by {p} has shape {(n, c, h // p, w // p)}")
+        raise ValueError(f"positions has shape {tuple(positions.shape)} but x pooled by {p} "
+                         f"has shape {(n, c, h // p, w // p)}")
     return BL.select_bl(_trailing(x, xp), _trailing(positions, xp), p, xp)[..., 0]
 
 

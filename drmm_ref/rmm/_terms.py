@@ -4,7 +4,8 @@ Expanding the square of the Gaussian likelihood,
 
 .. math::
 
-    \\ln p(I, c, m, g, a) = \\underbrace{-\\frac{\\|I\\|^2}{2\\sigma^2} - \\frac D2 \\ln(2\\pi\\sigma^2)}_{\\text{image constant}}
+    \\ln p(I, c, m, g, a) = \\underbrace{-\\frac{\\|I\\|^2}{2\\sigma^2}
+                                         - \\frac D2 \\ln(2\\pi\\sigma^2)}_{\\text{image constant}}
       + \\underbrace{\\ln\\pi_c + \\ln\\pi_{\\mathrm{off},c} - \\ln M}_{\\text{class constant}}
       + \\ln\\pi_{g} + a\\, u_{c,m,g}(I),
 

@@ -11,8 +11,10 @@ position and sub-template, are summed (sum-product) or maximised (max-sum) in cl
 
 .. math::
 
-    \\ln p(I, c) &= \\kappa + \\beta_c + \\operatorname{lse}_{m,g}\\big[\\ln\\pi_g + \\operatorname{softplus}(u_{c,m,g})\\big] \\\\
-    \\max_{m,g,a} \\ln p(I, c, m, g, a) &= \\kappa + \\beta_c + \\max_{m,g}\\big[\\ln\\pi_g + \\operatorname{ReLU}(u_{c,m,g})\\big]
+    \\ln p(I, c) &= \\kappa + \\beta_c
+        + \\operatorname{lse}_{m,g}\\big[\\ln\\pi_g + \\operatorname{softplus}(u_{c,m,g})\\big] \\\\
+    \\max_{m,g,a} \\ln p(I, c, m, g, a) &= \\kappa + \\beta_c
+        + \\max_{m,g}\\big[\\ln\\pi_g + \\operatorname{ReLU}(u_{c,m,g})\\big]
 
 and :func:`tempered_class_scores` interpolates between them (SPEC §1, R2). Every function is
 vectorised over examples, classes, sub-templates and positions (no Python loops over them).
@@ -454,7 +456,8 @@ def tempered_class_scores(params: RMMParams, images: Any, inverse_temperature: f
     ``tau = sigma_0^2 / sigma^2`` is the sum-product score ``S_c = sigma^2 lse(E / sigma^2)`` (up to the
     class-independent ``sigma_0^2 kappa(I)``). The switch is summed in closed form,
 
-    .. math:: \\frac1\\tau \\operatorname{lse}_a \\tau(\\ell_0 + a u) = \\ell_0 + \\frac1\\tau \\operatorname{softplus}(\\tau u),
+    .. math:: \\frac1\\tau \\operatorname{lse}_a \\tau(\\ell_0 + a u)
+              = \\ell_0 + \\frac1\\tau \\operatorname{softplus}(\\tau u),
 
     so ``0 <= tempered - max_sum <= ln(2 M |G|) / tau`` (a theorem the R2 claim checks).
 
@@ -497,7 +500,8 @@ def posterior(params: RMMParams, images: Any, classes: Optional[Any] = None) -> 
 
     .. math::
 
-        p(c, m, g \\mid I) = \\exp\\big(\\beta_c + \\ln\\pi_g + \\operatorname{softplus}(u_{c,m,g}) + \\kappa - \\ln p(I)\\big),
+        p(c, m, g \\mid I) = \\exp\\big(\\beta_c + \\ln\\pi_g + \\operatorname{softplus}(u_{c,m,g})
+                                      + \\kappa - \\ln p(I)\\big),
         \\qquad p(a = 1 \\mid c, m, g, I) = \\sigma(u_{c,m,g})
 
     Parameters
