@@ -106,12 +106,14 @@ def main(argv=None) -> int:
             "input_grad": lambda: P.conv2d_vjp_input(y, w, q),
             "weight_grad": lambda: P.conv2d_vjp_weight(y, x, q),
         }
-        torch_t = _torch_times(_backend.to_numpy(x), _backend.to_numpy(w), q, args.repeats) if args.backend == "numpy" else None
+        torch_t = (_torch_times(_backend.to_numpy(x), _backend.to_numpy(w), q, args.repeats)
+                   if args.backend == "numpy" else None)
         for name, fn in ops.items():
             t = best_time(fn, xp, args.repeats)
             row = {
                 "preset": preset, "layer": layer, "in": c, "out": o, "kernel": k, "padding": q, "op": name,
-                "seconds": t, "gflops": flops / t / 1e9, "ratio_matmul": t_mm / t, "ratio_peak": (flops / t / 1e9) / peak,
+                "seconds": t, "gflops": flops / t / 1e9, "ratio_matmul": t_mm / t,
+                "ratio_peak": (flops / t / 1e9) / peak,
                 "ratio_torch": (torch_t[name] / t) if torch_t else None,
             }
             rows.append(row)
@@ -123,7 +125,8 @@ def main(argv=None) -> int:
         print(f"{name:12s}: median ratio to the matching matmul {np.median(ratios):.2f} "
               f"(min {min(ratios):.2f}; stretch target >= {target})")
     if args.json:
-        args.json.write_text(json.dumps({"backend": args.backend, "batch": args.batch, "peak_gflops": peak, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"backend": args.backend, "batch": args.batch, "peak_gflops": peak,
+                                         "rows": rows}, indent=2))
     return 0
 
 

@@ -245,8 +245,8 @@ def main(argv=None) -> int:
         bu = f"{r['bottom_up_over_torch_forward']:12.2f}" if torch else f"{'-':>12}"
         print(f"{r['net']:<11} {r['threads']:>3} {tb} {r['eg_over_backprop_time']:8.2f} "
               f"{r['eg_rate_over_backprop_rate']:15.2f} {bu} {100 * fr['backprop']:8.0f}% {100 * fr['eg']:8.0f}%")
-    record = {"benchmark": "bench_vs_torch", "allocator_tuned": tuned, "batch": BATCH, "dtype": "float32", "rounds": args.rounds,
-              "steps_per_round": args.steps, "torch": getattr(torch, "__version__", None),
+    record = {"benchmark": "bench_vs_torch", "allocator_tuned": tuned, "batch": BATCH, "dtype": "float32",
+              "rounds": args.rounds, "steps_per_round": args.steps, "torch": getattr(torch, "__version__", None),
               "numpy": np.__version__, "machine": platform.machine(), "results": results}
     if args.profile:
         record["profile"] = {n: profile(n, args.steps) for n in args.nets}

@@ -451,7 +451,8 @@ def _():
 def _():
     import dataclasses
     d = TMP / "diverge3"
-    extra = {"checkpoint_every_steps": 1} if "checkpoint_every_steps" in {f.name for f in dataclasses.fields(Lrn.TrainConfig)} else {}
+    extra = ({"checkpoint_every_steps": 1}
+             if "checkpoint_every_steps" in {f.name for f in dataclasses.fields(Lrn.TrainConfig)} else {})
     c = cfg(model="drmm", epochs=3, lr=1e7, optimizer="sgd", momentum=0.0, **extra)
     try:
         Lrn.train(c, syn(), d, progress=False)
@@ -733,8 +734,10 @@ cli_case("--labels 15 on 10 images", ["train", "--model", "drmm", "--data", "syn
 cli_case("--seed -1", SYN + ["--epochs", "1", "--seed", "-1", "--out", str(TMP / "c3")], "--seed")
 cli_case("--n-train -1", ["train", "--model", "dcn", "--data", "synthetic", "--n-train", "-1", "--epochs", "1",
                           "--no-progress", "--out", str(TMP / "c4")], "--n-train")
-cli_case("--n-eval 0", BASE + ["--n-train", "40", "--epochs", "1", "--n-eval", "0", "--out", str(TMP / "c5")], "--n-eval")
-cli_case("--backend cupy", SYN + ["--epochs", "1", "--backend", "cupy", "--out", str(TMP / "c6")], "--backend|cupy|CuPy")
+cli_case("--n-eval 0", BASE + ["--n-train", "40", "--epochs", "1", "--n-eval", "0", "--out", str(TMP / "c5")],
+         "--n-eval")
+cli_case("--backend cupy", SYN + ["--epochs", "1", "--backend", "cupy", "--out", str(TMP / "c6")],
+         "--backend|cupy|CuPy")
 cli_case("--lr inf", SYN + ["--epochs", "1", "--lr", "inf", "--out", str(TMP / "c7")], "--lr")
 cli_case("--out ''", SYN + ["--epochs", "1", "--out", ""], "--out")
 (TMP / "cfile").write_text("x")
@@ -803,8 +806,10 @@ def main():
             outcome, detail = "hang", ""
         except Exception as exc:  # noqa: BLE001
             if not (isinstance(exc, (ValueError, TypeError)) or type(exc).__module__.startswith("drmm_ref")):
-                outcome, detail = "unexpected", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-                results.append({"case": name, "outcome": outcome, "detail": detail, "seconds": round(time.time() - t0, 2)})
+                outcome, detail = "unexpected", (f"{type(exc).__name__}: "
+                                                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''}")
+                results.append({"case": name, "outcome": outcome, "detail": detail,
+                                "seconds": round(time.time() - t0, 2)})
                 print(f"{outcome:10s} {name}: {detail}", flush=True)
                 signal.alarm(0)
                 continue
@@ -817,7 +822,8 @@ def main():
                 outcome = "clear"
             detail = f"{type(exc).__name__}: {msg[:160]}"
         except Exception as exc:  # noqa: BLE001
-            outcome, detail = "unexpected", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            outcome, detail = "unexpected", (f"{type(exc).__name__}: "
+                                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''}")
         finally:
             signal.alarm(0)
         results.append({"case": name, "outcome": outcome, "detail": detail, "seconds": round(time.time() - t0, 2)})
