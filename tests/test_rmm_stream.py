@@ -39,14 +39,15 @@ def _data_and_start(seed, *, multi, padded, nonuniform=False, n=12):
     return truth, images, classes, start
 
 
-def _fit(images, start, labels, method, **kw):
+def _fit(images, start, labels, method, max_iter=4, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyComponentWarning)
         warnings.simplefilter("ignore", VarianceFloorWarning)
-        return rmm.fit(images, init=start, labels=labels, method=method, max_iter=4, tol=0.0, warn=False, **kw)
+        return rmm.fit(images, init=start, labels=labels, method=method, max_iter=max_iter, tol=0.0, warn=False, **kw)
 
 
-def assert_same_fit(a, b):
+def assert_same_fit(a, b, rel=REL):
+    """Same trace (step kinds, objectives) and parameters to relative ``rel``."""
     (pa, ta), (pb, tb) = a, b
     assert ta.reseeded == tb.reseeded
     if len(ta.objective) != len(tb.objective):  # tol = 0: both stopped at their floating-point fixed point
@@ -54,17 +55,17 @@ def assert_same_fit(a, b):
     m = min(len(ta.objective), len(tb.objective))
     assert ta.step_kinds[:m] == tb.step_kinds[:m]
     oa, ob = np.asarray(ta.objective[:m]), np.asarray(tb.objective[:m])
-    np.testing.assert_allclose(ob, oa, rtol=REL, atol=0)
-    assert abs(ta.objective[-1] - tb.objective[-1]) <= REL * abs(ta.objective[-1])
+    np.testing.assert_allclose(ob, oa, rtol=rel, atol=0)
+    assert abs(ta.objective[-1] - tb.objective[-1]) <= rel * abs(ta.objective[-1])
     if len(ta.objective) != len(tb.objective):
         return  # stopped iterations apart: the parameters may still drift along a flat direction (rmm-em reports it)
     scale = float(np.max(np.abs(host(pa.templates))))
-    np.testing.assert_allclose(host(pb.templates), host(pa.templates), rtol=0, atol=REL * max(scale, 1.0))
-    np.testing.assert_allclose(host(pb.class_prior), host(pa.class_prior), rtol=REL, atol=1e-15)
-    np.testing.assert_allclose(host(pb.switch_prior), host(pa.switch_prior), rtol=REL)
-    assert abs(pb.sigma2 - pa.sigma2) <= REL * pa.sigma2
+    np.testing.assert_allclose(host(pb.templates), host(pa.templates), rtol=0, atol=rel * max(scale, 1.0))
+    np.testing.assert_allclose(host(pb.class_prior), host(pa.class_prior), rtol=rel, atol=1e-15)
+    np.testing.assert_allclose(host(pb.switch_prior), host(pa.switch_prior), rtol=rel)
+    assert abs(pb.sigma2 - pa.sigma2) <= rel * pa.sigma2
     if pa.nuisance_prior is not None:
-        np.testing.assert_allclose(host(pb.nuisance_prior), host(pa.nuisance_prior), rtol=REL, atol=1e-15)
+        np.testing.assert_allclose(host(pb.nuisance_prior), host(pa.nuisance_prior), rtol=rel, atol=1e-15)
 
 
 @settings(max_examples=20)
@@ -72,11 +73,16 @@ def assert_same_fit(a, b):
        padded=st.booleans(), supervised=st.booleans(), learn=st.booleans())
 def test_streamed_fit_equals_in_memory_fit_for_every_chunk_size(seed, chunk, method, multi, padded, supervised,
                                                                 learn):
+    """One EM step (E-step statistics summed over chunks, then the M-step) equals the in-memory step to 1e-12; four
+    steps agree to 1e-10: the sums' rounding differences (a few ulps) are amplified by each later step's
+    conditioning (a Hypothesis case, seed 19931, hard EM, padded, chunks of 1 and 3, reached 3.1e-12 after four)."""
     _, images, classes, start = _data_and_start(seed, multi=multi, padded=padded, nonuniform=learn, n=13)
     labels = classes if supervised else None
+    one = _fit(images, start, labels, method, max_iter=1, learn_nuisance=learn)
+    assert_same_fit(one, _fit(images, start, labels, method, max_iter=1, learn_nuisance=learn, chunk_size=chunk))
     whole = _fit(images, start, labels, method, learn_nuisance=learn)
     streamed = _fit(images, start, labels, method, learn_nuisance=learn, chunk_size=chunk)
-    assert_same_fit(whole, streamed)
+    assert_same_fit(whole, streamed, rel=1e-10)
 
 
 def test_hard_em_with_reseeding_streams_the_worst_examples():
