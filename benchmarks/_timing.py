@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from drmm_ref import _backend
+from drmm_ref import backend
 
 
 def sync(xp) -> None:
     """Wait for queued GPU work (CuPy); nothing on CPU namespaces."""
-    if _backend.namespace_name(xp) == "cupy":
+    if backend.namespace_name(xp) == "cupy":
         import cupy
 
         cupy.cuda.Device().synchronize()

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _timing import best_time  # noqa: E402  (benchmarks/_timing.py)
-from drmm_ref import _backend  # noqa: E402
+from drmm_ref import backend  # noqa: E402
 from drmm_ref import drmm as D  # noqa: E402
 from drmm_ref.drmm.inference import bottom_up_layer, class_scores  # noqa: E402
 from drmm_ref.drmm.params import template_maps  # noqa: E402
@@ -55,11 +55,11 @@ def _torch_forward_time(params, images, repeats):
     except ImportError:
         return None
     net = params.net
-    ws = [torch.from_numpy(np.ascontiguousarray(_backend.to_numpy(w))) for w in params.filters]
-    bs = [torch.from_numpy(np.ascontiguousarray(_backend.to_numpy(b))) for b in params.biases]
-    mu = torch.from_numpy(np.ascontiguousarray(_backend.to_numpy(template_maps(params)))).reshape(net.n_classes, -1)
-    bc = torch.from_numpy(np.ascontiguousarray(_backend.to_numpy(params.class_biases)))
-    x = torch.from_numpy(np.ascontiguousarray(_backend.to_numpy(images)))
+    ws = [torch.from_numpy(np.ascontiguousarray(backend.to_numpy(w))) for w in params.filters]
+    bs = [torch.from_numpy(np.ascontiguousarray(backend.to_numpy(b))) for b in params.biases]
+    mu = torch.from_numpy(np.ascontiguousarray(backend.to_numpy(template_maps(params)))).reshape(net.n_classes, -1)
+    bc = torch.from_numpy(np.ascontiguousarray(backend.to_numpy(params.class_biases)))
+    x = torch.from_numpy(np.ascontiguousarray(backend.to_numpy(images)))
     F = torch.nn.functional
 
     def forward():
@@ -85,13 +85,13 @@ def main(argv=None) -> dict:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.batch, args.repeats = 16, 1
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     net = D.preset(args.preset)
     params = D.init_params(net, 0, bias_scale=0.1, class_bias_scale=0.1, dtype="float32", xp=xp)
-    images = _backend.random_normal((args.batch,) + net.image_shape, seed=1, dtype="float32", xp=xp)
+    images = backend.random_normal((args.batch,) + net.image_shape, seed=1, dtype="float32", xp=xp)
 
     peak_n = 2048 if not args.quick else 512
-    a = _backend.random_normal((peak_n, peak_n), seed=2, dtype="float32", xp=xp)
+    a = backend.random_normal((peak_n, peak_n), seed=2, dtype="float32", xp=xp)
     peak = 2 * peak_n ** 3 / best_time(lambda: xp.matmul(a, a), xp, args.repeats) / 1e9
 
     t_bu = best_time(lambda: D.bottom_up(params, images), xp, args.repeats)

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drmm_ref import _backend  # noqa: E402
+from drmm_ref import backend  # noqa: E402
 from drmm_ref.drmm import bottom_up, init_params, preset  # noqa: E402
 from drmm_ref.learning import Adam, EGConfig, backprop_step, eg_step, trainable  # noqa: E402
 
@@ -126,8 +126,8 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     xs_host = rng.random((N_IMAGES, 1, 28, 28), dtype=np.float32)
     ys_host = rng.integers(0, 10, N_IMAGES).astype(np.int64)
-    xs = _backend.asarray(xs_host, xp="cupy")
-    ys = _backend.asarray(ys_host, xp="cupy")
+    xs = backend.asarray(xs_host, xp="cupy")
+    ys = backend.asarray(ys_host, xp="cupy")
     record = {"benchmark": "bench_gpu", "net": "conv-small", "batch": BATCH, "dtype": "float32",
               "steps_timed": args.steps, "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
               "cupy": cupy.__version__, "numpy": np.__version__}

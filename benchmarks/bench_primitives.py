@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _timing import best_time  # noqa: E402  (benchmarks/_timing.py)
-from drmm_ref import _backend  # noqa: E402
+from drmm_ref import backend  # noqa: E402
 from drmm_ref import primitives as P  # noqa: E402
 
 # (preset, layer, in channels, out channels, kernel, padding, input side) -- SPEC §6.
@@ -78,11 +78,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.repeats = 8, 1
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     rng = np.random.default_rng(0)
 
     peak_n = 2048 if not args.quick else 512
-    a = _backend.asarray(rng.standard_normal((peak_n, peak_n), dtype=np.float32), xp=xp)
+    a = backend.asarray(rng.standard_normal((peak_n, peak_n), dtype=np.float32), xp=xp)
     t_peak = best_time(lambda: xp.matmul(a, a), xp, args.repeats)
     peak = 2 * peak_n**3 / t_peak / 1e9
     print(f"backend {args.backend}, batch {args.batch}, float32; square {peak_n}^3 matmul: {peak:.1f} GFLOP/s")
@@ -92,21 +92,21 @@ def main(argv=None) -> int:
     print("-" * len(header))
     rows = []
     for preset, layer, c, o, k, q, side in LAYERS:
-        x = _backend.asarray(rng.standard_normal((args.batch, c, side, side), dtype=np.float32), xp=xp)
-        w = _backend.asarray(rng.standard_normal((o, c, k, k), dtype=np.float32), xp=xp)
+        x = backend.asarray(rng.standard_normal((args.batch, c, side, side), dtype=np.float32), xp=xp)
+        w = backend.asarray(rng.standard_normal((o, c, k, k), dtype=np.float32), xp=xp)
         ho = side + 2 * q - k + 1
-        y = _backend.asarray(rng.standard_normal((args.batch, o, ho, ho), dtype=np.float32), xp=xp)
+        y = backend.asarray(rng.standard_normal((args.batch, o, ho, ho), dtype=np.float32), xp=xp)
         flops = 2.0 * args.batch * o * ho * ho * c * k * k
         # The matching matrix product: (O x Ck^2) @ (Ck^2 x N Ho Wo).
-        wm = _backend.asarray(rng.standard_normal((o, c * k * k), dtype=np.float32), xp=xp)
-        cm = _backend.asarray(rng.standard_normal((c * k * k, args.batch * ho * ho), dtype=np.float32), xp=xp)
+        wm = backend.asarray(rng.standard_normal((o, c * k * k), dtype=np.float32), xp=xp)
+        cm = backend.asarray(rng.standard_normal((c * k * k, args.batch * ho * ho), dtype=np.float32), xp=xp)
         t_mm = best_time(lambda: xp.matmul(wm, cm), xp, args.repeats)
         ops = {
             "forward": lambda: P.conv2d(x, w, q),
             "input_grad": lambda: P.conv2d_vjp_input(y, w, q),
             "weight_grad": lambda: P.conv2d_vjp_weight(y, x, q),
         }
-        torch_t = (_torch_times(_backend.to_numpy(x), _backend.to_numpy(w), q, args.repeats)
+        torch_t = (_torch_times(backend.to_numpy(x), backend.to_numpy(w), q, args.repeats)
                    if args.backend == "numpy" else None)
         for name, fn in ops.items():
             t = best_time(fn, xp, args.repeats)

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _timing import best_time  # noqa: E402  (benchmarks/_timing.py)
-from drmm_ref import _backend, rmm  # noqa: E402
+from drmm_ref import backend, rmm  # noqa: E402
 from drmm_ref.primitives import conv2d  # noqa: E402
 
 TARGETS = {"max-sum E-step": 1.5, "soft E-step": 3.0}
@@ -57,13 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args) -> list[dict]:
     n = args.n if args.n is not None else (500 if args.quick else 10000)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     rng = np.random.default_rng(args.seed)
     rows = []
     for k in args.kernels:
         K, side = 10, 28
         t = rng.standard_normal((K, 1, 1, k, k))
-        put = lambda a: _backend.asarray(np.asarray(a, dtype=args.dtype), xp=xp)  # noqa: E731
+        put = lambda a: backend.asarray(np.asarray(a, dtype=args.dtype), xp=xp)  # noqa: E731
         params = rmm.RMMParams(templates=put(t), class_prior=put(np.full(K, 1 / K)), switch_prior=0.8,
                                sigma2=float(k * k) / 4, image_shape=(side, side))
         images, _, _ = rmm.sample(params, n, rng)

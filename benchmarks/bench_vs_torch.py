@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 try:  # noqa: E402 - older checkouts (the baseline of docs/learning.md, "Speed") have no allocator setting
-    from drmm_ref._backend import keep_freed_host_memory
+    from drmm_ref.backend import keep_freed_host_memory
 except ImportError:
     def keep_freed_host_memory() -> bool:
         return False

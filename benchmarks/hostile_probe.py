@@ -598,7 +598,7 @@ def _():
 @case("load_params of a forged file with NaN (valid checksum)", match="NaN|finite|inf")
 def _():
     from drmm_ref import io as IO
-    from drmm_ref._files import array_checksum
+    from drmm_ref.backend import array_checksum
     p = TMP / "ok.npz"
     IO.save_params(p, tiny())
     with np.load(p, allow_pickle=False) as z:

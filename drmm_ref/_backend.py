@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "is_floating",
     "is_integer",
     "keep_freed_host_memory",
+    "backend_problem",
 ]
 
 _NAMES = ("numpy", "cupy", "array_api_strict")
@@ -264,3 +266,25 @@ def keep_freed_host_memory() -> bool:
     ok = mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30) and mallopt(m_top_pad, 64 << 20)
     _ALLOCATOR_TUNED = bool(ok)
     return _ALLOCATOR_TUNED
+
+
+def backend_problem(name: str) -> str | None:
+    """Why the array backend ``name`` cannot be used here, or None when it can.
+
+    Checked before any data are loaded: ``cupy`` needs the package and a CUDA device;
+    ``array_api_strict`` needs the package.
+    """
+    if name not in ("numpy", "array_api_strict", "cupy"):
+        return f"unknown backend {name!r}; choose numpy, array_api_strict or cupy"
+    if importlib.util.find_spec(name) is None:
+        hint = " (pip install -e '.[gpu]', see README 'Running on a GPU')" if name == "cupy" else ""
+        return f"backend {name!r} is not installed{hint}"
+    if name == "cupy":
+        try:
+            import cupy
+
+            if not cupy.cuda.is_available():
+                return "backend 'cupy' is installed but no CUDA device is available"
+        except Exception as exc:  # a broken CUDA install is a reason, not a crash
+            return f"backend 'cupy' is installed but unusable ({type(exc).__name__}: {exc})"
+    return None

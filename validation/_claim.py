@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from drmm_ref._files import atomic_write_json, atomic_write_text
+from drmm_ref.backend import atomic_write_json, atomic_write_text
 
 from ._provenance import git_state
 
@@ -128,7 +128,7 @@ def _versions(backend: str) -> dict[str, str]:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (drmm_ref._files)."""
+    """Write ``text`` to ``path`` atomically (drmm_ref.backend.atomic_write_text)."""
     atomic_write_text(path, text)
 
 
@@ -179,7 +179,7 @@ def run_claim(claim: Claim, run: Callable[[argparse.Namespace], Result],
               argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run the claim, write ``<out>/<id>.json`` and return the record."""
     args = build_parser(claim).parse_args(sys.argv[1:] if argv is None else argv)
-    from drmm_ref.learning._checks import backend_problem
+    from drmm_ref.backend import backend_problem
 
     problem = backend_problem(args.backend)
     if problem is not None:  # a claim that cannot run is not a failed claim: nothing is recorded

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --only names unknown claim id(s) {unknown}; known: {sorted(known)}", file=sys.stderr)
             return 2
         modules = [known[i] for i in args.only]
-    from drmm_ref.learning._checks import backend_problem
+    from drmm_ref.backend import backend_problem
 
     problem = backend_problem(args.backend)  # before any claim runs or any record is written
     if problem is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drmm_ref import _backend
+from drmm_ref import backend
 from drmm_ref import primitives as P
 from drmm_ref.numerics import adjoint_relative_error, identity_tolerance
 
@@ -51,7 +51,7 @@ def _operators():
     """(name, make(rng, xp, dtype) -> (x, Ax, y, ATy))."""
 
     def arrays(rng, xp, dtype, *shapes):
-        return [_backend.asarray(rng.standard_normal(s).astype(dtype), xp=xp) for s in shapes]
+        return [backend.asarray(rng.standard_normal(s).astype(dtype), xp=xp) for s in shapes]
 
     def conv_x(rng, xp, dtype):
         n, c, o, k, q, _, h, w = _case(rng)
@@ -88,7 +88,7 @@ def _operators():
         n, c, _, _, _, p, h, w = _case(rng)
         hp, wp = max(1, h // p), max(1, w // p)
         (v,) = arrays(rng, xp, dtype, (n, c, hp, wp))
-        t = _backend.asarray(rng.integers(0, p * p, size=(n, c, hp, wp)), xp=xp)
+        t = backend.asarray(rng.integers(0, p * p, size=(n, c, hp, wp)), xp=xp)
         ax = P.unpool2d(v, t, p)
         (y,) = arrays(rng, xp, dtype, tuple(ax.shape))
         return v, ax, y, P.select2d(y, t, p)
@@ -108,7 +108,7 @@ def _operators():
 
 def run(args) -> Result:
     trials = 300 if args.mode == "quick" else 3000
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     rng = np.random.default_rng(args.seed)
     measured, ok = {}, True
     for dtype in ("float64", "float32"):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drmm_ref import _backend
+from drmm_ref import backend
 from drmm_ref import drmm as D
 from drmm_ref.drmm.enumerate import brute_force_scores, enumerate_renderings, random_tiny_network
 from drmm_ref.numerics import identity_tolerance
@@ -59,10 +59,10 @@ AMPLITUDES = (0.25, 0.5, 1.0, 2.0, 4.0, 16.0, 64.0)
 def _compare(params, images):
     """``(dcn - bf) / (||I|| max_g ||mu_{c,g}||)`` for every (image, class), shape (N, K)."""
     enum = enumerate_renderings(params)
-    bf = _backend.to_numpy(brute_force_scores(params, images, enum)["maxsum"])
-    dcn = _backend.to_numpy(D.bottom_up(params, images).scores)
-    norms = np.sqrt(np.max(_backend.to_numpy(enum.sq_norms), axis=1))  # (K,)
-    inorm = np.linalg.norm(_backend.to_numpy(images).reshape(images.shape[0], -1), axis=1)  # (N,)
+    bf = backend.to_numpy(brute_force_scores(params, images, enum)["maxsum"])
+    dcn = backend.to_numpy(D.bottom_up(params, images).scores)
+    norms = np.sqrt(np.max(backend.to_numpy(enum.sq_norms), axis=1))  # (K,)
+    inorm = np.linalg.norm(backend.to_numpy(images).reshape(images.shape[0], -1), axis=1)  # (N,)
     scale = np.maximum(inorm[:, None] * norms[None, :], np.finfo(np.float64).tiny)
     return (dcn - bf) / scale
 
@@ -76,7 +76,7 @@ def _models(rng, count, d1, xp):
 
 
 def _images(params, rng, n, xp):
-    gauss = _backend.asarray(rng.standard_normal((n,) + params.net.image_shape), xp=xp)
+    gauss = backend.asarray(rng.standard_normal((n,) + params.net.image_shape), xp=xp)
     sampled = D.sample(params, n, rng).images
     return xp.concat([gauss, sampled], axis=0)
 
@@ -91,7 +91,7 @@ def _coordinate_optimality(d1: bool, n: int, rng, xp, tol: float) -> dict:
     necessary for the maximum, not sufficient: the global statement is the brute-force part.
     """
     params = D.init_params(D.preset("conv-small"), rng, d1_condition=d1, xp=xp)
-    images = _backend.asarray(rng.standard_normal((n,) + params.net.image_shape), xp=xp)
+    images = backend.asarray(rng.standard_normal((n,) + params.net.image_shape), xp=xp)
     fw = D.bottom_up(params, images)
     checked = improvable = 0
     worst = 0.0
@@ -99,12 +99,12 @@ def _coordinate_optimality(d1: bool, n: int, rng, xp, tol: float) -> dict:
         rend = D.top_down(params, fw.latents, c)
         for l, layer in enumerate(params.net.layers, start=1):
             p = layer.pool
-            z = _backend.to_numpy(rend.renderings[l])
-            u = _backend.to_numpy(fw.preactivations[l - 1])
+            z = backend.to_numpy(rend.renderings[l])
+            u = backend.to_numpy(fw.preactivations[l - 1])
             nn, cc, hh, ww = z.shape
             win = u.reshape(nn, cc, hh, p, ww, p).transpose(0, 1, 2, 4, 3, 5).reshape(nn, cc, hh, ww, p * p)
-            t = _backend.to_numpy(fw.latents.positions[l - 1])
-            a = _backend.to_numpy(fw.latents.switches[l - 1])
+            t = backend.to_numpy(fw.latents.positions[l - 1])
+            a = backend.to_numpy(fw.latents.switches[l - 1])
             current = z * a * np.take_along_axis(win, t[..., None], axis=-1)[..., 0]
             best = np.maximum(0.0, np.max(z[..., None] * win, axis=-1))
             scale = np.abs(z) * np.max(np.abs(win), axis=-1)
@@ -118,7 +118,7 @@ def _coordinate_optimality(d1: bool, n: int, rng, xp, tol: float) -> dict:
 
 def run(args) -> Result:
     quick = args.mode == "quick"
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     rng = np.random.default_rng(args.seed)
     tol = identity_tolerance("float64")
     n_models, n_img = (24, 12) if quick else (150, 40)
@@ -154,28 +154,28 @@ def run(args) -> Result:
     for m in range(n_amp_models):
         params = D.init_params(D.preset("tiny"), rng, d1_condition=True, xp=xp)
         enum = enumerate_renderings(params)
-        rms = float(np.sqrt(np.mean(_backend.to_numpy(enum.sq_norms)) / params.net.n_pixels))
+        rms = float(np.sqrt(np.mean(backend.to_numpy(enum.sq_norms)) / params.net.n_pixels))
         params = params.replace(noise_variance=(0.3 * rms) ** 2)
         data = D.sample(params, n_data, rng)
-        truth = _backend.to_numpy(data.classes)
+        truth = backend.to_numpy(data.classes)
         for a in AMPLITUDES:
             images = a * data.images
             bf = brute_force_scores(params, images, enum)
             fw = D.bottom_up(params, images)
-            map_cls = np.argmax(_backend.to_numpy(bf["map"]), axis=1)
-            dcn_cls = _backend.to_numpy(fw.classes)
+            map_cls = np.argmax(backend.to_numpy(bf["map"]), axis=1)
+            dcn_cls = backend.to_numpy(fw.classes)
             agree[a].append(float(np.mean(map_cls == dcn_cls)))
             if a == 1.0:
                 acc["dcn"].append(float(np.mean(dcn_cls == truth)))
                 acc["full_map"].append(float(np.mean(map_cls == truth)))
-                acc["marginal_bayes"].append(float(np.mean(np.argmax(_backend.to_numpy(bf["marginal"]), 1) == truth)))
+                acc["marginal_bayes"].append(float(np.mean(np.argmax(backend.to_numpy(bf["marginal"]), 1) == truth)))
                 # log_joint cross-checks: at the enumerated MAP configuration, and the DCN's configuration.
                 for c in range(params.net.n_classes):
                     idx = bf["map_argmax"][:, c]
-                    lj = _backend.to_numpy(D.log_joint(params, images, c, enum.latents.take(idx)))
-                    ref = _backend.to_numpy(bf["map"][:, c])
+                    lj = backend.to_numpy(D.log_joint(params, images, c, enum.latents.take(idx)))
+                    ref = backend.to_numpy(bf["map"][:, c])
                     lj_err = max(lj_err, float(np.max(np.abs(lj - ref) / np.maximum(1.0, np.abs(ref)))))
-                    at_dcn = _backend.to_numpy(D.log_joint(params, images, c, fw.latents))
+                    at_dcn = backend.to_numpy(D.log_joint(params, images, c, fw.latents))
                     lj_bound_violations += int(np.sum(at_dcn > ref + 1e-9 * np.maximum(1.0, np.abs(ref))))
     curve = [float(np.mean(agree[a])) for a in AMPLITUDES]
     amp = {"amplitudes": list(AMPLITUDES), "agreement_dcn_vs_full_map": curve, "models": n_amp_models,

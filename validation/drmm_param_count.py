@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from drmm_ref import _backend
+from drmm_ref import backend
 from drmm_ref import drmm as D
 from drmm_ref.drmm.enumerate import enumerate_renderings
 
@@ -52,7 +52,7 @@ def _formula(net) -> dict:
 
 
 def run(args) -> Result:
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     measured, ok = {}, True
     for name in D.PRESETS:
         net = D.preset(name)

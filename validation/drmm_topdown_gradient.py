@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from drmm_ref import _backend
+from drmm_ref import backend
 from drmm_ref import drmm as D
-from drmm_ref.drmm._common import one_hot
 from drmm_ref.numerics import FD_ATOL, FD_RTOL, identity_tolerance
 
 from ._claim import Claim, Result, run_claim
@@ -65,7 +64,7 @@ def _images(rng, n, xp, dtype):
     zeros[:, :, :, :3] = 0.0
     zeros[:, :, :, -3:] = 0.0
     blank = np.zeros((1, 1, 28, 28))
-    put = lambda a: _backend.asarray(a.astype(dtype), xp=xp)  # noqa: E731
+    put = lambda a: backend.asarray(a.astype(dtype), xp=xp)  # noqa: E731
     return {"gaussian": put(gauss), "with_zeros": put(np.concatenate([zeros, blank], axis=0))}
 
 
@@ -73,8 +72,8 @@ def _same_latents(a: D.Latents, b: D.Latents, idx: int) -> np.ndarray:
     """Boolean (N,) — does example n of ``a`` have the latents of example ``idx`` of ``b``?"""
     ok = None
     for t1, s1, t2, s2 in zip(a.positions, a.switches, b.positions, b.switches):
-        t1, s1 = _backend.to_numpy(t1), _backend.to_numpy(s1)
-        t2, s2 = _backend.to_numpy(t2)[idx : idx + 1], _backend.to_numpy(s2)[idx : idx + 1]
+        t1, s1 = backend.to_numpy(t1), backend.to_numpy(s1)
+        t2, s2 = backend.to_numpy(t2)[idx : idx + 1], backend.to_numpy(s2)[idx : idx + 1]
         eq = np.all((t1 == t2).reshape(t1.shape[0], -1), axis=1) & np.all((s1 == s2).reshape(s1.shape[0], -1), axis=1)
         ok = eq if ok is None else ok & eq
     return ok
@@ -87,8 +86,9 @@ def _topdown_vs_vjp(params, images, xp):
     worst = 0.0
     for c in range(k):
         cls = xp.full((n,), c, dtype=xp.int64)
-        x_hat = _backend.to_numpy(D.top_down(params, fw.latents, cls).reconstruction)
-        vjp = _backend.to_numpy(D.backward(params, fw, one_hot(cls, k, params.dtype, xp), parameters=False).input)
+        x_hat = backend.to_numpy(D.top_down(params, fw.latents, cls).reconstruction)
+        onehot = xp.astype(xp.expand_dims(cls, axis=1) == xp.arange(k, dtype=cls.dtype), params.dtype)
+        vjp = backend.to_numpy(D.backward(params, fw, onehot, parameters=False).input)
         scale = max(float(np.max(np.abs(vjp))), np.finfo(np.float64).tiny)
         worst = max(worst, float(np.max(np.abs(x_hat - vjp))) / scale)
     return worst, fw
@@ -96,7 +96,7 @@ def _topdown_vs_vjp(params, images, xp):
 
 def run(args) -> Result:
     quick = args.mode == "quick"
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     rng = np.random.default_rng(args.seed)
     net = D.preset("conv-small")
     measured, ok = {}, True
@@ -122,16 +122,16 @@ def run(args) -> Result:
         for i in range(n_fd):
             base = images[i : i + 1, ...]
             fw = D.bottom_up(params, base)
-            grads = np.stack([_backend.to_numpy(D.top_down(params, fw.latents, c).reconstruction).ravel()
+            grads = np.stack([backend.to_numpy(D.top_down(params, fw.latents, c).reconstruction).ravel()
                               for c in range(net.n_classes)])  # (K, D): x_hat for every class
             coords = np.sort(rng.choice(net.n_pixels, size=min(n_coord, net.n_pixels), replace=False))
-            host = np.repeat(_backend.to_numpy(base).reshape(1, -1), 2 * coords.size, axis=0)
+            host = np.repeat(backend.to_numpy(base).reshape(1, -1), 2 * coords.size, axis=0)
             host[np.arange(coords.size), coords] += FD_STEP
             host[coords.size + np.arange(coords.size), coords] -= FD_STEP
-            pert = D.bottom_up(params, _backend.asarray(host.reshape((-1,) + net.image_shape), xp=xp))
+            pert = D.bottom_up(params, backend.asarray(host.reshape((-1,) + net.image_shape), xp=xp))
             same = _same_latents(pert.latents, fw.latents, 0)
             keep = same[: coords.size] & same[coords.size :]
-            s = _backend.to_numpy(pert.scores)
+            s = backend.to_numpy(pert.scores)
             fd = (s[: coords.size] - s[coords.size :]) / (2 * FD_STEP)  # (coords, K)
             an = grads[:, coords].T
             err = np.abs(fd - an)[keep]
@@ -142,7 +142,7 @@ def run(args) -> Result:
             if err.size:
                 fd_stats["max_abs_error"] = max(fd_stats["max_abs_error"], float(err.max()))
                 fd_stats["max_violation_ratio"] = max(fd_stats["max_violation_ratio"], float((err / bound).max()))
-            margin = min(float(np.min(np.abs(_backend.to_numpy(u)))) for u in fw.preactivations)
+            margin = min(float(np.min(np.abs(backend.to_numpy(u)))) for u in fw.preactivations)
             fd_stats.setdefault("min_abs_preactivation", {})[f"{name}[{i}]"] = margin
     fd_stats.update({"step": FD_STEP, "rtol": FD_RTOL, "atol": FD_ATOL, "coordinates_per_image": int(n_coord),
                      "passed": fd_stats["max_violation_ratio"] <= 1.0 and fd_stats["compared"] > 0})
@@ -155,11 +155,11 @@ def run(args) -> Result:
     worst = 0.0
     for name, images in _images(rng, n_img, xp, "float64").items():
         fw = D.bottom_up(params, images)
-        s = _backend.to_numpy(fw.scores)
-        b = _backend.to_numpy(params.class_biases)
-        ih = _backend.to_numpy(images).reshape(images.shape[0], -1)
+        s = backend.to_numpy(fw.scores)
+        b = backend.to_numpy(params.class_biases)
+        ih = backend.to_numpy(images).reshape(images.shape[0], -1)
         for c in range(net.n_classes):
-            x_hat = _backend.to_numpy(D.top_down(params, fw.latents, c).reconstruction).reshape(images.shape[0], -1)
+            x_hat = backend.to_numpy(D.top_down(params, fw.latents, c).reconstruction).reshape(images.shape[0], -1)
             lhs, rhs = np.sum(x_hat * ih, axis=1), s[:, c] - b[c]
             scale = np.maximum(np.linalg.norm(x_hat, axis=1) * np.linalg.norm(ih, axis=1) + np.abs(rhs), 1e-300)
             worst = max(worst, float(np.max(np.abs(lhs - rhs) / scale)))

@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from drmm_ref import _backend
+from drmm_ref import backend
 from drmm_ref import rmm
 
 from ._claim import Claim, Result, run_claim
@@ -58,7 +58,7 @@ STREAM_TOL = 1e-12
 
 
 def _params_difference(pa, pb) -> float:
-    host = lambda x: np.asarray(_backend.to_numpy(x), dtype=np.float64)  # noqa: E731
+    host = lambda x: np.asarray(backend.to_numpy(x), dtype=np.float64)  # noqa: E731
     diffs = [abs(pa.sigma2 - pb.sigma2) / pa.sigma2]
     for name in ("templates", "class_prior", "switch_prior"):
         xa, xb = host(getattr(pa, name)), host(getattr(pb, name))
@@ -137,15 +137,15 @@ def planted(rng: np.random.Generator, xp, *, sigma: float = 0.1, num_subtemplate
     K, k, side = 3, 5, 12
     t = rng.standard_normal((K, num_subtemplates, 1, k, k))
     t /= np.sqrt(np.mean(t ** 2, axis=(2, 3, 4), keepdims=True))
-    put = lambda a: _backend.asarray(np.asarray(a, dtype="float64"), xp=xp)  # noqa: E731
+    put = lambda a: backend.asarray(np.asarray(a, dtype="float64"), xp=xp)  # noqa: E731
     return rmm.RMMParams(templates=put(t), class_prior=put([0.3, 0.3, 0.4]), switch_prior=0.8,
                          sigma2=sigma ** 2, image_shape=(side, side), padding=padding)
 
 
 def template_error(estimate: rmm.RMMParams, truth: rmm.RMMParams, supervised: bool) -> float:
     """``max_c ||mu_hat - mu|| / ||mu||`` after Hungarian matching of classes (identity when supervised)."""
-    est = np.asarray(_backend.to_numpy(estimate.templates), dtype=np.float64)
-    tru = np.asarray(_backend.to_numpy(truth.templates), dtype=np.float64)
+    est = np.asarray(backend.to_numpy(estimate.templates), dtype=np.float64)
+    tru = np.asarray(backend.to_numpy(truth.templates), dtype=np.float64)
     K = tru.shape[0]
     est, tru = est.reshape(K, -1), tru.reshape(K, -1)
     cost = np.linalg.norm(est[:, None, :] - tru[None, :, :], axis=-1) / np.linalg.norm(tru, axis=-1)[None, :]
@@ -169,7 +169,7 @@ def run(args) -> Result:
     quick = args.mode == "quick"
     n = 300 if quick else 1000
     data_seeds = 1 if quick else 3
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     root = np.random.SeedSequence(args.seed)
     measured: dict = {"recovery": {}, "stress": {}}
     ok = True
@@ -190,7 +190,7 @@ def run(args) -> Result:
                     errors = [template_error(p, truth, sup == "supervised") for p in trace.restart_params]
                     best_err = template_error(params, truth, sup == "supervised")
                     rep = _steps_report(trace.restart_traces)
-                    finite = all(np.all(np.isfinite(_backend.to_numpy(p.templates))) for p in trace.restart_params)
+                    finite = all(np.all(np.isfinite(backend.to_numpy(p.templates))) for p in trace.restart_params)
                     passed = (rep["most_negative_relative_step"] >= -tol_rel and best_err <= THRESHOLD[sup] and finite)
                     ok &= passed
                     measured["recovery"][f"data {d}, {method} {sup}"] = {
@@ -200,7 +200,7 @@ def run(args) -> Result:
                         "failed_restarts": int(sum(e > THRESHOLD[sup] for e in errors)),
                         "iterations_best": trace.n_iter,
                         "sigma_hat_over_sigma": float(np.sqrt(params.sigma2) / 0.1),
-                        "pi_on_hat": float(_backend.to_numpy(params.switch_prior)[0]),
+                        "pi_on_hat": float(backend.to_numpy(params.switch_prior)[0]),
                         **rep,
                         "passed": bool(passed),
                     }

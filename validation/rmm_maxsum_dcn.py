@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from drmm_ref import _backend
+from drmm_ref import backend
 from drmm_ref import rmm
 from drmm_ref.numerics import identity_tolerance
 
@@ -75,7 +75,7 @@ def random_model(rng: np.random.Generator, xp, dtype: str = "float64", group=Non
     else:
         hg, wg = (pool * int(v) for v in rng.integers(-(-lo // pool), -(-lo // pool) + 2, size=2))
     H, W = hg - 2 * q + k - 1, wg - 2 * q + k - 1
-    put = lambda a: _backend.asarray(np.asarray(a, dtype=dtype), xp=xp)  # noqa: E731
+    put = lambda a: backend.asarray(np.asarray(a, dtype=dtype), xp=xp)  # noqa: E731
     nuisance = None
     if nonuniform:
         prior = rng.dirichlet(np.ones(hg * wg)).reshape(hg, wg)
@@ -108,7 +108,7 @@ def brute_force_log_joint(params: rmm.RMMParams, images: np.ndarray) -> np.ndarr
     cropped), and evaluates the Gaussian log joint from the residual. Window form: the position
     prior is the conditional ``pi_{g | r}`` of the window holding ``g``.
     """
-    t = np.asarray(_backend.to_numpy(params.templates), dtype=np.float64)
+    t = np.asarray(backend.to_numpy(params.templates), dtype=np.float64)
     K, M, C, k, _ = t.shape
     H, W = params.image_shape
     q = params.padding
@@ -121,7 +121,7 @@ def brute_force_log_joint(params: rmm.RMMParams, images: np.ndarray) -> np.ndarr
                     canvas = np.zeros((C, H + 2 * q, W + 2 * q))
                     canvas[:, gy : gy + k, gx : gx + k] = t[c, m]
                     renders[c, m, gy, gx] = canvas[:, q : q + H, q : q + W]
-    imgs = np.asarray(_backend.to_numpy(images), dtype=np.float64)
+    imgs = np.asarray(backend.to_numpy(images), dtype=np.float64)
     s2 = params.sigma2
     D = C * H * W
     resid_on = imgs[:, None, None, None, None] - renders[None]  # (N, K, M, Hg, Wg, C, H, W)
@@ -131,15 +131,15 @@ def brute_force_log_joint(params: rmm.RMMParams, images: np.ndarray) -> np.ndarr
     if params.nuisance_prior is None:
         pg = np.full((hg, wg), 1.0 / params.positions_per_model)
     else:
-        pg = np.asarray(_backend.to_numpy(params.nuisance_prior), dtype=np.float64)
+        pg = np.asarray(backend.to_numpy(params.nuisance_prior), dtype=np.float64)
         if params.pool is not None:
             p = params.pool
             b = pg.reshape(hg // p, p, wg // p, p)
             pg = (b / b.sum(axis=(1, 3), keepdims=True)).reshape(hg, wg)
     with np.errstate(divide="ignore"):
         log_pg = np.log(pg)
-    pc = np.asarray(_backend.to_numpy(params.class_prior), dtype=np.float64)
-    pon = np.asarray(_backend.to_numpy(params.switch_prior), dtype=np.float64)
+    pc = np.asarray(backend.to_numpy(params.class_prior), dtype=np.float64)
+    pon = np.asarray(backend.to_numpy(params.switch_prior), dtype=np.float64)
     log_pa = np.stack([np.log1p(-pon), np.log(pon)], axis=-1)  # (K, 2)
     return (-sq / (2 * s2) - 0.5 * D * math.log(2 * math.pi * s2) + np.log(pc)[None, :, None, None, None, None]
             - math.log(M) + log_pg[None, None, None, :, :, None] + log_pa[None, :, None, None, None, :])
@@ -164,12 +164,12 @@ def compare_case(params: rmm.RMMParams, images, dtype_tol: float, params32=None,
     """Brute force vs DCN vs max-sum MAP on one model; returns the worst differences and agreement counts."""
     table = brute_force_log_joint(params, images)
     brute = brute_force_class_scores(params, table)
-    kappa = np.asarray(_backend.to_numpy(rmm.pinned_constant(params, images)), dtype=np.float64)
+    kappa = np.asarray(backend.to_numpy(rmm.pinned_constant(params, images)), dtype=np.float64)
     kappa_b = kappa.reshape((-1,) + (1,) * (brute.ndim - 1))
     scale = np.maximum(np.maximum(1.0, np.abs(brute)), np.abs(kappa_b))
-    dcn = np.asarray(_backend.to_numpy(rmm.dcn_scores(rmm.to_dcn(params), images)), dtype=np.float64) + kappa_b
+    dcn = np.asarray(backend.to_numpy(rmm.dcn_scores(rmm.to_dcn(params), images)), dtype=np.float64) + kappa_b
     cls_map, lat, map_score = rmm.map_estimate(params, images)
-    rescored = np.asarray(_backend.to_numpy(rmm.log_joint(params, images, cls_map, lat)), dtype=np.float64)
+    rescored = np.asarray(backend.to_numpy(rmm.log_joint(params, images, cls_map, lat)), dtype=np.float64)
     best = brute.max(axis=1)
     best_scale = scale.max(axis=1)
     margin = _top_two_margin(brute)
@@ -178,16 +178,16 @@ def compare_case(params: rmm.RMMParams, images, dtype_tol: float, params32=None,
     out = {
         "dcn_vs_brute": float(np.max(np.abs(dcn - brute) / scale)),
         "map_vs_brute": float(np.max(np.abs(rescored - best) / best_scale)),
-        "map_score_vs_brute": float(np.max(np.abs(np.asarray(_backend.to_numpy(map_score)) - best) / best_scale)),
+        "map_score_vs_brute": float(np.max(np.abs(np.asarray(backend.to_numpy(map_score)) - best) / best_scale)),
         "decided": int(decided.sum()),
         "ties": int((~decided).sum()),
         "dcn_class_agree": int(np.sum((np.argmax(dcn, axis=1) == cls_brute) & decided)),
-        "map_class_agree": int(np.sum((np.asarray(_backend.to_numpy(cls_map)) == cls_brute) & decided)),
+        "map_class_agree": int(np.sum((np.asarray(backend.to_numpy(cls_map)) == cls_brute) & decided)),
     }
     if params32 is not None:
         tol32 = identity_tolerance("float32")
-        d32 = np.asarray(_backend.to_numpy(rmm.dcn_scores(rmm.to_dcn(params32), images32)), dtype=np.float64)
-        k32 = np.asarray(_backend.to_numpy(rmm.pinned_constant(params32, images32)), dtype=np.float64)
+        d32 = np.asarray(backend.to_numpy(rmm.dcn_scores(rmm.to_dcn(params32), images32)), dtype=np.float64)
+        k32 = np.asarray(backend.to_numpy(rmm.pinned_constant(params32, images32)), dtype=np.float64)
         d32 = d32 + k32.reshape(kappa_b.shape)
         out["float32_dcn_vs_brute"] = float(np.max(np.abs(d32 - brute) / scale))
         decided32 = margin > tol32 * 10 * best_scale
@@ -198,7 +198,7 @@ def compare_case(params: rmm.RMMParams, images, dtype_tol: float, params32=None,
 
 def run(args) -> Result:
     cases = 160 if args.mode == "quick" else 1600
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     rng = np.random.default_rng(args.seed)
     tol = identity_tolerance("float64")
     tol32 = identity_tolerance("float32")
@@ -206,7 +206,7 @@ def run(args) -> Result:
     for i in range(cases):
         params = random_model(rng, xp, group=GROUPS[i % len(GROUPS)])
         sampled, _, _ = rmm.sample(params, 6, rng)
-        noise = _backend.asarray(rng.standard_normal((2, params.channels, *params.image_shape)), xp=xp)
+        noise = backend.asarray(rng.standard_normal((2, params.channels, *params.image_shape)), xp=xp)
         images = xp.concat([sampled, noise], axis=0)
         params32 = params.astype(xp.float32)
         images32 = xp.astype(images, xp.float32)

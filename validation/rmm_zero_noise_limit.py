@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from drmm_ref import _backend
+from drmm_ref import backend
 from drmm_ref import rmm
 
 from ._claim import Claim, Result, run_claim
@@ -52,7 +52,7 @@ def reference_model(rng: np.random.Generator, xp) -> rmm.RMMParams:
     """The fixed-energy model of the protocol (assumptions), at ``sigma_0``."""
     K, M, k, side = 5, 2, 5, 12
     g = side - k + 1
-    put = lambda a: _backend.asarray(np.asarray(a, dtype="float64"), xp=xp)  # noqa: E731
+    put = lambda a: backend.asarray(np.asarray(a, dtype="float64"), xp=xp)  # noqa: E731
     return rmm.RMMParams(templates=put(rng.standard_normal((K, M, 1, k, k))),
                          class_prior=put(rng.dirichlet(2 * np.ones(K))), switch_prior=0.8,
                          sigma2=1.5 ** 2, image_shape=(side, side),
@@ -61,14 +61,14 @@ def reference_model(rng: np.random.Generator, xp) -> rmm.RMMParams:
 
 def run(args) -> Result:
     n = 600 if args.mode == "quick" else 6000
-    xp = _backend.resolve_namespace(args.backend)
+    xp = backend.resolve_namespace(args.backend)
     rng = np.random.default_rng(args.seed)
     params = reference_model(rng, xp)
     images, classes, _ = rmm.sample(params, n, rng)
-    truth = np.asarray(_backend.to_numpy(classes))
+    truth = np.asarray(backend.to_numpy(classes))
     s0 = params.sigma2
     size = 2 * params.num_subtemplates * params.positions_per_model
-    host = lambda a: np.asarray(_backend.to_numpy(a), dtype=np.float64)  # noqa: E731
+    host = lambda a: np.asarray(backend.to_numpy(a), dtype=np.float64)  # noqa: E731
     # E*_c - sigma_0^2 kappa(I): the max-sum scores in energy units (class-independent constant dropped)
     kappa = host(rmm.pinned_constant(params, images))[:, None]
     e_star = s0 * (host(rmm.max_sum_scores(params, images)) - kappa)

@@ -7,11 +7,11 @@ is an error, not class 0; a learning rate of ``inf`` is an error, not a divergin
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import Any
 
 from .. import _backend
+from .._backend import backend_problem
 from ..primitives._checks import int_at_least
 
 __all__ = ["check_labels", "check_batch", "finite_positive", "finite_nonnegative", "fraction", "count",
@@ -116,28 +116,6 @@ def count(value: Any, name: str, minimum: int = 1) -> int:
 def optional_count(value: Any, name: str, minimum: int = 1) -> int | None:
     """None, or :func:`count`."""
     return None if value is None else count(value, name, minimum)
-
-
-def backend_problem(name: str) -> str | None:
-    """Why the array backend ``name`` cannot be used here, or None when it can.
-
-    Checked before any data are loaded: ``cupy`` needs the package and a CUDA device;
-    ``array_api_strict`` needs the package.
-    """
-    if name not in ("numpy", "array_api_strict", "cupy"):
-        return f"unknown backend {name!r}; choose numpy, array_api_strict or cupy"
-    if importlib.util.find_spec(name) is None:
-        hint = " (pip install -e '.[gpu]', see README 'Running on a GPU')" if name == "cupy" else ""
-        return f"backend {name!r} is not installed{hint}"
-    if name == "cupy":
-        try:
-            import cupy
-
-            if not cupy.cuda.is_available():
-                return "backend 'cupy' is installed but no CUDA device is available"
-        except Exception as exc:  # a broken CUDA install is a reason, not a crash
-            return f"backend 'cupy' is installed but unusable ({type(exc).__name__}: {exc})"
-    return None
 
 
 def check_backend(name: str, *, argument: str = "backend") -> None:
