@@ -114,7 +114,8 @@ _FLAGS = {"n_labels": "--labels", "n_train": "--n-train", "n_eval": "--n-eval", 
           "cg_blocks": "--cg-blocks", "lr": "--lr", "epochs": "--epochs", "seed": "--seed",
           "momentum": "--momentum", "checkpoint_every_steps": "--checkpoint-every-steps",
           "checkpoint_every_seconds": "--checkpoint-every-minutes", "backend": "--backend", "dtype": "--dtype",
-          "lr_schedule": "--lr-schedule", "relu_topdown": "--relu-topdown"}
+          "lr_schedule": "--lr-schedule", "relu_topdown": "--relu-topdown", "m_step": "--m-step",
+          "chunk_size": "--chunk-size", "m_step_blocks": "--m-step-blocks", "m_step_latents": "--m-step-latents"}
 
 
 class _FlagError(Exception):
@@ -143,7 +144,10 @@ def train_config(args):
                        init_from=args.init_from, checkpoint_every_steps=args.checkpoint_every_steps,
                        checkpoint_every_seconds=None if args.checkpoint_every_minutes == 0
                        else 60.0 * args.checkpoint_every_minutes, lr_schedule=args.lr_schedule,
-                       relu_topdown=args.relu_topdown)
+                       relu_topdown=args.relu_topdown, m_step=args.m_step,
+                       chunk_size=500 if args.chunk_size is None else args.chunk_size,
+                       m_step_blocks=None if args.m_step_blocks is None else tuple(args.m_step_blocks),
+                       m_step_latents="stored" if args.m_step_latents is None else args.m_step_latents)
 
 
 def _train(args) -> int:
@@ -231,6 +235,12 @@ unlabelled image from its predicted class and adds the entropy term H (--a-h, de
 --labels 0 is unsupervised EG (set --a-ce 0 and a balance weight, e.g. --a-balance 1); the log
 then reports the class latent's test accuracy after matching clusters to labels.
 
+--m-step whole-set (drmm): after each epoch's mini-batch EG pass, the whole-set M-step of the DRMM's
+EM instead of the closed forms alone: an E-step over every training image, then at those latents
+the closed forms and one exact CGLS block step on RC over the whole set per block (--m-step-blocks,
+default all; --k-cg iterations; --chunk-size images per chunk). Costs k_CG + 2 rendering passes over
+the training set per block (docs/scaling.md); the log records RC before and after each block.
+
 Every epoch the validation and test errors are measured and logged. Rerunning the same command on
 the same --out folder resumes after the last checkpoint, bit for bit (use --restart to start over).
 Examples:
@@ -303,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--k-cg", type=_int_at_least(1), default=10, help="CGLS iterations per block step (default 10)")
     tr.add_argument("--cg-eta", type=_number(positive=True, up_to_one=True), default=0.5,
         help="damping of the mini-batch block steps (default 0.5)")
+    tr.add_argument("--m-step", choices=("g-step", "whole-set"), default="g-step",
+                    help="drmm: g-step (default; mini-batch G-steps, closed-form priors per epoch) or whole-set "
+                    "(also the DRMM's EM M-step over the whole training set at each epoch's end)")
+    tr.add_argument("--chunk-size", type=_int_at_least(1), default=None, metavar="N",
+                    help="--m-step whole-set: images per chunk of the whole-set passes (default 500)")
+    tr.add_argument("--m-step-blocks", nargs="+", default=None, metavar="BLOCK",
+                    help="--m-step whole-set: blocks of the whole-set block steps, in order "
+                    "(default all: filters_1 .. filters_L, class_templates)")
+    tr.add_argument("--m-step-latents", choices=("stored", "recompute"), default=None,
+                    help="--m-step whole-set: keep the E-step's latents packed on the host (default stored) or "
+                    "recompute them every pass")
     tr.add_argument("--n-train", type=_int_at_least(1), default=None, help="use only the first N training images")
     tr.add_argument("--n-eval", type=_int_at_least(1), default=None,
         help="evaluate on the first N validation / test images")

@@ -3,7 +3,8 @@
 
 Stored in every log and checkpoint (:meth:`TrainConfig.to_dict`); a field added since a file was
 written takes its default when the file is read, and a field at its default that older files lack
-(``lr_schedule``) is left out of :meth:`TrainConfig.to_dict`, so old runs resume and compare equal.
+(``lr_schedule``, ``relu_topdown``, ``m_step`` and the whole-set fields) is left out of
+:meth:`TrainConfig.to_dict`, so old runs resume and compare equal.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from .steps import EGConfig
 __all__ = ["TrainConfig", "MODELS"]
 
 MODELS = ("drmm", "dcn")
+M_STEPS = ("g-step", "whole-set")
+WHOLE_SET_LATENTS = ("stored", "recompute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +87,25 @@ class TrainConfig:
     relu_topdown : bool, default False
         EG renders with the NIPS paper's ReLU in the top-down reconstruction (SPEC §5, the second form
         of non-negativity; :class:`~drmm_ref.learning.EGConfig`). Left out of :meth:`to_dict` when False.
+    m_step : {"g-step", "whole-set"}, default "g-step"
+        ``g-step``: the mini-batch EG epoch (G-steps, the optional damped mini-batch block steps
+        ``cg_blocks``, closed-form priors at the epoch's end). ``whole-set`` (``drmm`` only): the same
+        mini-batch pass, then at the epoch's end the whole-set M-step of the DRMM's EM instead of the
+        closed forms alone: an E-step over every training image and, at those fixed latents, the
+        closed forms and one exact CGLS block step on RC over the whole set per block of
+        ``m_step_blocks`` (:mod:`~drmm_ref.learning.whole_set`; ``k_cg`` iterations, damping
+        ``cg_damping``; ``docs/learning.md``). Not with ``relu_topdown`` (the whole-set operator renders
+        without the ReLU masks). Left out of :meth:`to_dict` when ``g-step``.
+    chunk_size : int, default 500
+        Whole-set M-step: images per chunk (working memory ``O(chunk_size)``). Left out of
+        :meth:`to_dict` at its default.
+    m_step_blocks : tuple of str, optional
+        Whole-set M-step: the blocks, in order (default None: every block, ``filters_1 .. filters_L``
+        then ``class_templates``). Left out of :meth:`to_dict` when None.
+    m_step_latents : {"stored", "recompute"}, default "stored"
+        Whole-set M-step: keep the E-step's latents packed on the host (~11 kB per conv-small image)
+        or recompute them per chunk and pass (:class:`~drmm_ref.learning.whole_set.WholeSetLatents`).
+        Left out of :meth:`to_dict` at its default.
 
     Every field is checked on construction (``ValueError`` / ``TypeError`` naming it): counts are
     integers in range (``n_train = -1`` or ``n_eval = 0`` are errors, not slice bounds), rates are
@@ -117,6 +139,10 @@ class TrainConfig:
     checkpoint_every_seconds: float | None = 600.0
     lr_schedule: str = "constant"
     relu_topdown: bool = False
+    m_step: str = "g-step"
+    chunk_size: int = 500
+    m_step_blocks: tuple[str, ...] | None = None
+    m_step_latents: str = "stored"
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -164,6 +190,28 @@ class TrainConfig:
             raise TypeError(f"relu_topdown must be True or False, got {self.relu_topdown!r}")
         if self.relu_topdown and self.model != "drmm":
             raise ValueError("relu_topdown renders the DRMM's top-down reconstruction; it needs model='drmm'")
+        if self.m_step not in M_STEPS:
+            raise ValueError(f"m_step must be one of {M_STEPS}, got {self.m_step!r}")
+        if self.m_step == "whole-set" and self.model != "drmm":
+            raise ValueError("m_step='whole-set' is the DRMM's EM M-step; it needs model='drmm'")
+        if self.m_step == "whole-set" and self.relu_topdown:
+            raise ValueError("m_step='whole-set' renders without relu_topdown's ReLU masks; use one or the other")
+        set_("chunk_size", _checks.count(self.chunk_size, "chunk_size", 1))
+        if self.m_step_latents not in WHOLE_SET_LATENTS:
+            raise ValueError(f"m_step_latents must be one of {WHOLE_SET_LATENTS}, got {self.m_step_latents!r}")
+        if self.m_step == "g-step":
+            stray = [name for name, default in (("chunk_size", 500), ("m_step_blocks", None),
+                                                ("m_step_latents", "stored")) if getattr(self, name) != default]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} set the whole-set M-step; they need m_step='whole-set'")
+        if self.m_step_blocks is not None:
+            if isinstance(self.m_step_blocks, str):
+                raise TypeError(f"m_step_blocks must be a sequence of block names or None, got {self.m_step_blocks!r}")
+            set_("m_step_blocks", tuple(self.m_step_blocks))
+            if not self.m_step_blocks:
+                raise ValueError("m_step_blocks must name at least one block (None: every block)")
+            if len(set(self.m_step_blocks)) != len(self.m_step_blocks):
+                raise ValueError(f"m_step_blocks names a block twice: {list(self.m_step_blocks)}")
         schedule = parse_lr_schedule(self.lr_schedule)
         schedule.check_epochs(self.epochs)
         set_("lr_schedule", schedule.spec)
@@ -172,6 +220,9 @@ class TrainConfig:
         bad = [b for b in self.cg_blocks if b not in names]
         if bad:
             raise ValueError(f"cg_blocks {bad} are not blocks of the network; choose from {names}")
+        bad = [b for b in self.m_step_blocks or () if b not in names]
+        if bad:
+            raise ValueError(f"m_step_blocks {bad} are not blocks of the network; choose from {names}")
 
     @property
     def semi_supervised(self) -> bool:
@@ -208,7 +259,18 @@ class TrainConfig:
             del d["lr_schedule"]
         if not self.relu_topdown:  # likewise
             del d["relu_topdown"]
+        defaults = {"m_step": "g-step", "chunk_size": 500, "m_step_blocks": None, "m_step_latents": "stored"}
+        for name, default in defaults.items():  # likewise: the whole-set M-step's fields
+            if d[name] == default:
+                del d[name]
+        if d.get("m_step_blocks") is not None:
+            d["m_step_blocks"] = list(self.m_step_blocks)
         return d
+
+    @property
+    def whole_set_blocks(self) -> tuple[str, ...]:
+        """The blocks of the whole-set M-step, in order (:attr:`m_step_blocks`, default every block)."""
+        return block_names(self.network.L) if self.m_step_blocks is None else self.m_step_blocks
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -231,5 +293,7 @@ class TrainConfig:
             raise ValueError("the configuration has no loss weights")
         d["weights"] = LossWeights(**d["weights"])
         d["cg_blocks"] = tuple(d.get("cg_blocks", ()))
+        if d.get("m_step_blocks") is not None:
+            d["m_step_blocks"] = tuple(d["m_step_blocks"])
         return cls(**d)
 

@@ -15,7 +15,20 @@ One epoch ``e`` (1-based, of ``config.epochs``):
    (:func:`~drmm_ref.learning.eg_step`: E-step, G-step, the optional exact block steps on RC),
    its closed-form statistics summed; ``model = "dcn"``: one backprop step on CE;
 4. ``drmm``: at the epoch's end, the M-step's closed forms from the summed statistics
-   (:func:`~drmm_ref.learning.apply_closed_forms`: class prior, switch priors, noise variance).
+   (:func:`~drmm_ref.learning.apply_closed_forms`: class prior, switch priors, noise variance);
+   with ``config.m_step = "whole-set"`` instead the whole-set M-step of the DRMM's EM
+   (:func:`whole_set_update`): an E-step over every training image at the parameters the G-steps
+   left, then at those fixed latents the closed forms from its statistics and one exact CGLS block
+   step on RC over the whole set per block (:mod:`~drmm_ref.learning.whole_set`), logged in the
+   epoch's record (``whole_set``).
+
+Why the whole-set variant keeps the G-step pass (SPEC §3): the DRMM is trained by generalised EM with
+hard latents, and CE, NN, H and the biases change only in G-steps; an epoch of E and M over the whole
+set alone would train neither the classifier's cross-entropy nor the biases. The exact block steps
+are the part of the M-step with a closed answer at fixed latents, and SPEC §3 lets them use "the whole
+training set per CG iteration" instead of damped mini-batch updates: that is this variant. The
+whole-set M-step is deterministic (no generator draw), so a run resumed from any checkpoint, which is
+written after it, stays bit-identical.
 
 .. math::
 
@@ -53,9 +66,10 @@ from .objectives import UNLABELLED
 from .parallel import default_threads
 from .semi import LabelSplit, paired_batches
 from .steps import StepTrace, backprop_step, eg_step
+from .whole_set import whole_set_e_step, whole_set_m_step
 
 __all__ = ["fit", "FitResult", "FitState", "EpochProgress", "Batches", "TrainingDiverged", "check_split",
-           "STEP_COLUMNS"]
+           "STEP_COLUMNS", "whole_set_update"]
 
 #: Per-step columns of an epoch's trace (``log.json``'s ``steps[epoch-1]``; a mid-epoch checkpoint's partial epoch).
 STEP_COLUMNS = ("objective", "ce", "rc", "nn", "h", "balance", "rc_after_e", "rc_after_m", "seconds")
@@ -215,7 +229,8 @@ class EpochProgress:
     trace_seconds : list of float
         Per step, seconds spent on tracing only (excluded from ``seconds``).
     stats : PriorStats or None
-        Closed-form statistics summed over the steps (EG only).
+        Closed-form statistics summed over the steps (EG only); once the epoch's whole-set M-step
+        has run (``m_step = "whole-set"``), its E-step's statistics over every training image.
     seconds, cpu_seconds : float
         Training seconds of the steps (and of the closed forms, once applied): wall-clock and process CPU.
     wall_seconds : float
@@ -305,6 +320,67 @@ def prior_summary(stats: PriorStats | None) -> dict[str, Any]:
             "noise_variance": stats.noise_variance if stats.pixels else None}
 
 
+# -------------------------------------------------------------------------------- the whole-set M-step
+class _HostChunks:
+    """The training images as :mod:`~drmm_ref.learning.whole_set` reads them: ``shape`` and slices along
+    axis 0 (``x[s:e]`` or ``x[s:e, ...]``), each cast to ``dtype`` and moved to ``xp`` on demand, so only
+    a chunk ever lives on the device."""
+
+    def __init__(self, images: np.ndarray, dtype: str, xp: Any, device: Any):
+        self.images, self.dtype, self.xp, self.device = images, dtype, xp, device
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape)
+
+    def __getitem__(self, key: Any) -> Any:
+        rows = key[0] if isinstance(key, tuple) else key
+        if not isinstance(rows, slice) or (isinstance(key, tuple) and any(k is not Ellipsis for k in key[1:])):
+            raise TypeError(f"only slices along the first axis are supported, got {key!r}")
+        return _backend.asarray(self.images[rows].astype(self.dtype), xp=self.xp, device=self.device)
+
+
+def whole_set_update(params: DRMMParams, batches: Batches, config: TrainConfig) -> tuple[DRMMParams, PriorStats,
+                                                                                         dict[str, Any]]:
+    """The whole-set M-step of an epoch (SPEC §3): E-step over every training image, closed forms, block steps.
+
+    :func:`~drmm_ref.learning.whole_set.whole_set_e_step` on all of ``batches.images`` (the labels of
+    ``batches.split.unlabelled`` replaced by ``UNLABELLED``: those images render from the DCN's
+    decision), then :func:`~drmm_ref.learning.whole_set.whole_set_m_step` at those fixed latents with
+    ``config.whole_set_blocks``, ``config.k_cg``, ``config.cg_damping``, ``config.chunk_size`` and
+    ``config.m_step_latents``.
+
+    Returns
+    -------
+    params : DRMMParams
+    stats : PriorStats
+        The whole-set E-step's statistics (the closed forms were applied from them).
+    record : dict
+        ``rc_e_step`` (RC of the E-step's rendering, per-pixel mean), ``blocks`` (per block, in order:
+        ``block``, ``rc_before``, ``rc_after`` at the same latents, ``iterations``, ``stopped``),
+        ``rc_m_step`` (RC after the last block), ``latent_bytes`` (host bytes of the stored latents),
+        ``chunk_size``, ``latents``, ``seconds`` and ``cpu_seconds``.
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
+    xp, device = params.xp, params.device
+    images = _HostChunks(batches.images, config.dtype, xp, device)
+    labels = np.array(batches.labels, dtype=np.int64)
+    if batches.split is not None:
+        labels[batches.split.unlabelled] = UNLABELLED
+    labels = _backend.asarray(labels, xp=xp, device=device)
+    lat = whole_set_e_step(params, images, labels, chunk_size=config.chunk_size, latents=config.m_step_latents)
+    params, infos = whole_set_m_step(params, images, lat, blocks=config.whole_set_blocks, k_cg=config.k_cg,
+                                     damping=config.cg_damping, chunk_size=config.chunk_size)
+    rc_e = lat.stats.squared_residual / (2 * max(lat.stats.pixels, 1))
+    blocks = [{"block": i.block, "rc_before": float(i.rc_before), "rc_after": float(i.rc_after),
+               "iterations": int(i.iterations), "stopped": i.stopped} for i in infos]
+    record = {"rc_e_step": float(rc_e), "blocks": blocks,
+              "rc_m_step": blocks[-1]["rc_after"] if blocks else float(rc_e), "latent_bytes": int(lat.nbytes),
+              "chunk_size": config.chunk_size, "latents": config.m_step_latents,
+              "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+    return params, lat.stats, record
+
+
 # -------------------------------------------------------------------------------- the loop
 @dataclasses.dataclass(frozen=True)
 class FitState:
@@ -313,7 +389,7 @@ class FitState:
     Attributes
     ----------
     kind : {"step", "epoch"}
-        ``"epoch"`` comes after the epoch's closed forms.
+        ``"epoch"`` comes after the epoch's closed forms (and its whole-set M-step).
     epoch, epochs : int
         The epoch in progress (1-based) and the number of epochs of the fit.
     step, n_steps : int
@@ -367,8 +443,9 @@ class FitResult:
     history : list of dict
         One summary per epoch run by this call: ``epoch``, ``lr``, ``steps``, ``train_seconds``,
         ``train_cpu_seconds``, ``wall_seconds``, the means of the step trace (``mean_objective``,
-        ``mean_ce``, ``mean_rc``, ...), the closed-form priors and ``noise_variance`` (EG), and the
-        per-step trace ``step_trace`` (:data:`STEP_COLUMNS`).
+        ``mean_ce``, ``mean_rc``, ...), the closed-form priors and ``noise_variance`` (EG), the
+        whole-set M-step's record ``whole_set`` (``m_step = "whole-set"``: :func:`whole_set_update`),
+        and the per-step trace ``step_trace`` (:data:`STEP_COLUMNS`).
     """
 
     params: DRMMParams
@@ -415,8 +492,8 @@ def fit(params: DRMMParams, batches: Any, config: TrainConfig, *, optimizer_stat
         checked once against the network and cut into ``config.batch_size`` batches.
     config : TrainConfig
         Read: ``model``, ``epochs``, ``batch_size`` (array input), ``optimizer``, ``lr``, ``momentum``,
-        ``lr_schedule``, ``seed`` (the default generator), ``dtype``, ``weights``, ``cg_*``. The data,
-        evaluation and file fields are the trainer's.
+        ``lr_schedule``, ``seed`` (the default generator), ``dtype``, ``weights``, ``cg_*``, ``k_cg``,
+        ``m_step`` and the whole-set fields. The data, evaluation and file fields are the trainer's.
     optimizer_state : SGDState or AdamState, optional
         Continue with this state (default: a fresh ``optimizer.init``).
     rng : int, dict, Generator or None
@@ -514,7 +591,18 @@ def fit(params: DRMMParams, batches: Any, config: TrainConfig, *, optimizer_stat
             progress.wall_seconds = wall_before + time.perf_counter() - wall0
             if callback is not None:
                 callback(state("step", trace=tr))
-        if config.model == "drmm":
+        whole = None
+        if config.model == "drmm" and config.m_step == "whole-set":
+            try:
+                params, progress.stats, whole = whole_set_update(params, batches, config)
+            except NonFiniteParameters as exc:
+                raise diverged(e, 0, "parameters", f"the whole-set M-step left {exc.field} non-finite") from None
+            bad = [k for k in ("rc_e_step", "rc_m_step") if not math.isfinite(whole[k])]
+            if bad:
+                raise diverged(e, 0, bad[0], f"the whole-set M-step's {bad[0]} = {whole[bad[0]]}")
+            progress.seconds += whole["seconds"]
+            progress.cpu_seconds += whole["cpu_seconds"]
+        elif config.model == "drmm":
             t0, c0 = time.perf_counter(), time.process_time()
             params = apply_closed_forms(params, progress.stats)
             progress.seconds += time.perf_counter() - t0
@@ -523,7 +611,7 @@ def fit(params: DRMMParams, batches: Any, config: TrainConfig, *, optimizer_stat
         record = {"epoch": e, "lr": lr, "steps": progress.step, "train_seconds": progress.seconds,
                   "train_cpu_seconds": progress.cpu_seconds, "wall_seconds": progress.wall_seconds,
                   **step_summary(progress.table, progress.trace_seconds), **prior_summary(progress.stats),
-                  "step_trace": progress.table}
+                  **({} if whole is None else {"whole_set": whole}), "step_trace": progress.table}
         history.append(record)
         if callback is not None:
             callback(state("epoch", record=record))

@@ -12,7 +12,9 @@ One run = one :class:`TrainConfig` and one output folder:
   data source, one record per epoch (epoch 0 = the initialisation) with validation and test error,
   cumulative *training* seconds (steps only: evaluation, checkpointing and trace-only renderings are
   excluded) and the process CPU seconds of the same steps, mean objective terms, RC after E- and
-  M-steps, closed-form priors and sigma^2, and the per-step traces;
+  M-steps, closed-form priors and sigma^2, the whole-set M-step's record (``m_step = "whole-set"``:
+  RC before and after each block at the whole-set E-step's latents, seconds, CPU seconds; the
+  checkpoint is written after it), and the per-step traces;
 * ``<out>/checkpoints/epoch-<k>.npz`` -- parameters, optimiser state, RNG state, history and the
   learning-rate schedule's position after epoch k (:mod:`drmm_ref.io.checkpoint`: a parameter file
   plus the training state, so every model reader takes it);
@@ -614,6 +616,8 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
                             p.wall_seconds + time.perf_counter() - t0, val, test, p.stats, monitor, p.cpu_seconds,
                             run["cumulative_cpu"])
         rec["threads"] = threads
+        if "whole_set" in s.record:  # m_step="whole-set": RC before/after each block at the E-step's latents
+            rec["whole_set"] = s.record["whole_set"]
         if schedule_spec != "constant":  # logs of constant-rate runs stay as they were
             rec["lr"] = s.lr
         log["epochs"].append(rec)
