@@ -39,7 +39,9 @@ working memory, as sums over chunks of images:
 
 The M-step never raises RC at fixed latents (each block step is the exact CGLS minimiser over its
 Krylov space, started at the current value); the E-step can (it is the DCN's max-sum, SPEC §3).
-Nothing here is wired into the trainer or the command line (``docs/scaling.md`` says how it would be).
+Training uses it through ``TrainConfig(m_step="whole-set")`` / ``drmm-ref train --m-step whole-set``: after
+each epoch's mini-batch EG pass, :func:`~drmm_ref.learning.fit_loop.whole_set_update` runs
+:func:`whole_set_e_step` and :func:`whole_set_m_step` in place of the closed forms (``docs/learning.md``).
 """
 
 from __future__ import annotations
