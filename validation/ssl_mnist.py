@@ -242,22 +242,40 @@ def _d1_distance(params, images) -> dict:
             "max_abs_bias": rep.max_abs_bias, "rendered_path": path}
 
 
-def run(args) -> Result:
+class Setting(NamedTuple):
+    """What a semi-supervised claim's run needs before training: its spec, data and runs folder."""
+
+    full: bool
+    spec: dict
+    data: object
+    is_mnist: bool
+    source: str  # "mnist" or "synthetic"
+    tmp: tempfile.TemporaryDirectory | None  # the quick mode's runs folder (cleaned up by the caller)
+    root: Path
+    test_images: object  # the first 2,000 test images: the D1 distance on data (fractions need no more)
+
+
+def setting(args, claim_id: str, full_spec: dict, quick_spec: dict, root_of_full: Path) -> Setting:
+    """NumPy only; ``--full``: all of MNIST and the claim's runs folder; quick: cached MNIST or the stand-in, a
+    temporary folder."""
     if args.backend != "numpy":
-        raise ValueError("ssl-mnist trains with NumPy; run it with --backend numpy")
+        raise ValueError(f"{claim_id} trains with NumPy; run it with --backend numpy")
     full = args.mode == "full"
-    spec = FULL if full else QUICK
+    spec = full_spec if full else quick_spec
     if full:
         from drmm_ref.data import load_mnist
 
         data, is_mnist = load_mnist(progress=True), True
     else:
         data, is_mnist = mnist_or_synthetic(spec["n_train"], spec["n_eval"], seed=args.seed)
-    source = "mnist" if is_mnist else "synthetic"
-    tmp = None if full else tempfile.TemporaryDirectory(prefix="ssl-mnist-quick-")
-    root = runs_root() if full else Path(tmp.name)
-    # D1 distance on data: the first 2,000 test images are plenty for fractions (and keep collection fast)
+    tmp = None if full else tempfile.TemporaryDirectory(prefix=f"{claim_id}-quick-")
+    root = root_of_full if full else Path(tmp.name)
     test_images = data.test.images[:min(spec["n_eval"] or 10000, 2000)]
+    return Setting(full, spec, data, is_mnist, "mnist" if is_mnist else "synthetic", tmp, root, test_images)
+
+
+def run(args) -> Result:
+    full, spec, data, is_mnist, source, tmp, root, test_images = setting(args, CLAIM.id, FULL, QUICK, runs_root())
     errors: dict = {}
     runs, d1, unsup, longer = [], {}, [], []
     try:

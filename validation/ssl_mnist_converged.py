@@ -37,15 +37,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from drmm_ref.learning import LossWeights, TrainConfig, mnist_or_synthetic, train
+from drmm_ref.learning import LossWeights, TrainConfig, train
 
 from . import _claim
 from ._claim import Claim, Result, run_claim
-from .ssl_mnist import PAPER_ERROR_100, _d1_distance
+from .ssl_mnist import PAPER_ERROR_100, _d1_distance, setting
 
 CLAIM = Claim(
     id="ssl-mnist-converged",
@@ -186,20 +185,7 @@ def analyse(errors: dict[str, dict[str, dict[int, float]]], spec: dict) -> dict:
 
 
 def run(args) -> Result:
-    if args.backend != "numpy":
-        raise ValueError("ssl-mnist-converged trains with NumPy; run it with --backend numpy")
-    full = args.mode == "full"
-    spec = FULL if full else QUICK
-    if full:
-        from drmm_ref.data import load_mnist
-
-        data, is_mnist = load_mnist(progress=True), True
-    else:
-        data, is_mnist = mnist_or_synthetic(spec["n_train"], spec["n_eval"], seed=args.seed)
-    source = "mnist" if is_mnist else "synthetic"
-    tmp = None if full else tempfile.TemporaryDirectory(prefix="ssl-mnist-converged-quick-")
-    root = runs_root() if full else Path(tmp.name)
-    test_images = data.test.images[:min(spec["n_eval"] or 10000, 2000)]
+    full, spec, data, is_mnist, source, tmp, root, test_images = setting(args, CLAIM.id, FULL, QUICK, runs_root())
     errors: dict = {}
     runs = []
     try:
