@@ -392,6 +392,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted{_where_to_resume(args)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader closed the pipe (`drmm-ref info | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except _FlagError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

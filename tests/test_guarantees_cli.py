@@ -131,3 +131,16 @@ def test_validation_with_an_unusable_backend_runs_nothing_and_writes_nothing_reg
     with pytest.raises(SystemExit) as exc:
         adjoint_identities.main(["--backend", "cupy", "--out", str(out)])
     assert exc.value.code == 2 and not out.exists()
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """`drmm-ref info | head -1`: the reader closing the pipe gives no error message and exit status 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "drmm_ref.cli", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.read(1)
+    proc.stdout.close()  # the reader goes away while info is still printing
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Broken pipe" not in err and "error" not in err, err
