@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -136,3 +137,14 @@ def test_checkpoint_checksum_keeps_0d_arrays_0d_regression(tmp_path):
         h.update(a.tobytes())
     assert meta["checksum"] == h.hexdigest()
     assert load_checkpoint(path).epoch == int(path.stem.split("-")[1])  # epoch-NNN.npz
+
+
+def test_resuming_with_another_thread_count_warns(tmp_path):
+    """A run's numbers depend on its thread count: resuming with another one says so (and still trains)."""
+    data = synthetic_digits(120, 40, 40, seed=3)
+    cfg = TrainConfig(model="drmm", net=NARROW, epochs=1, batch_size=40, data="synthetic", monitor_size=0)
+    train(cfg, data, tmp_path, progress=False, threads=2)
+    longer = dataclasses.replace(cfg, epochs=2)
+    with pytest.warns(RuntimeWarning, match="2 thread"):
+        res = train(longer, data, tmp_path, progress=False, threads=1)
+    assert res.log["epochs"][-1]["epoch"] == 2 and res.log["epochs"][-1]["threads"] == 1

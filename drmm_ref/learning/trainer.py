@@ -80,6 +80,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -556,6 +557,12 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
             ckpt.rng_state
         if ckpt.mid_epoch is not None:
             partial = EpochProgress.from_json(ckpt.mid_epoch, ckpt.start_params)
+        before = next((e.get("threads") for e in reversed(log.get("epochs", [])) if e.get("threads")), None)
+        if before is not None and before != threads:
+            warnings.warn(f"{out}: this run trained with {before} thread(s) and resumes with {threads}: it continues "
+                          "correctly but no longer bit-identically to an uninterrupted run (the data-parallel shards "
+                          f"add in another order); pass threads={before} (--threads {before}) for that",
+                          RuntimeWarning, stacklevel=3)
         log["config"] = cfg_dict
     else:
         params = _initial_params(config, net, xp)
