@@ -54,3 +54,30 @@ def test_curves_report_the_last_epoch_and_the_validation_selected_one_beside_it(
     assert (c["epochs"], c["test_error"]) == (3, 0.06)  # the result: the last epoch, nothing chosen on test
     assert (c["selected_epoch"], c["selected_test_error"]) == (2, 0.07)
     assert c["test_error_per_epoch"] == [0.10, 0.07, 0.06]
+
+
+def test_fig_ssl_converged_plots_a_record(tmp_path):
+    """The test-error-against-epochs figure draws one panel per net from a record and writes PNG and PDF."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "figures"))
+    try:
+        import fig_ssl_converged
+    finally:
+        sys.path.pop(0)
+
+    def run(net, row, seed, errs):
+        best = min(range(len(errs)), key=lambda i: errs[i])
+        return {"group": "required", "net": net, "row": row, "seed": seed, "test_error_per_epoch": errs,
+                "validation_error_per_epoch": errs, "selected_epoch": best + 1, "selected_test_error": errs[best],
+                "test_error": errs[-1]}
+
+    record = {"mode": "full", "status": "fail",
+              "measured": {"runs": [run("conv-small", "dcn", 0, [0.3, 0.2, 0.18]),
+                                    run("conv-small", "drmm-ce-rc-nn-h", 0, [0.1, 0.05, 0.02]),
+                                    run("conv-small-ladder", "dcn", 0, [0.3, 0.25, 0.2])],
+                           "paper_error_100": 0.0057, "pass_error": 0.01,
+                           "protocol": {"epochs": 3, "lr_schedule": "linear-decay:1"}}}
+    paths = fig_ssl_converged.plot(record, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
