@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drmm_ref.drmm import Layer, Network, bottom_up, init_params
@@ -74,3 +74,55 @@ def test_threaded_step_equals_one_thread_and_repeats_bit_for_bit(model):
         np.testing.assert_allclose(host(runs["two"][0][name]), host(v), rtol=1e-10, atol=1e-13, err_msg=name)
         np.testing.assert_array_equal(host(runs["two"][0][name]), host(runs["two-again"][0][name]))
     assert runs["two"][1].terms.objective == pytest.approx(runs["one"][1].terms.objective, rel=1e-11)
+
+
+
+@st.composite
+def _nets(draw):
+    """Nets of 1-3 layers (pooling 1-3, kernels 1-3, paddings 0-2, 1-4 channels), 1-3 image channels, 2-4 classes,
+    constant templates or not, built bottom-up so that every pool size divides its convolution's output."""
+    side0 = side = draw(st.integers(3, 12))
+    layers = []
+    for _ in range(draw(st.integers(1, 3))):
+        q = draw(st.integers(0, 2))
+        k = draw(st.integers(1, min(3, side + 2 * q)))
+        conv = side + 2 * q - k + 1
+        pool = draw(st.sampled_from([p for p in (1, 2, 3) if conv % p == 0]))
+        layers.append(Layer(draw(st.integers(1, 4)), k, q, pool))
+        side = conv // pool
+        if side < 2:
+            break
+    return Network((draw(st.integers(1, 3)), side0, side0), tuple(layers), n_classes=draw(st.integers(2, 4)),
+                   constant_templates=draw(st.booleans()), name="drawn")
+
+
+@settings(max_examples=30, deadline=None)
+@given(net=_nets(), seed=st.integers(0, 2**16), n=st.integers(2, 9), threads=st.integers(2, 4),
+       relu=st.booleans())
+def test_fused_and_sharded_passes_equal_the_plain_ones_on_drawn_nets(net, seed, n, threads, relu):
+    """SPEC §2 (the CE cotangent and the templates share the layer operators) on drawn nets: the fused downward pass
+    equals backward + render, and the sharded objective equals the whole-batch one, with or without relu_topdown."""
+    from drmm_ref.drmm import backward, backward_and_render, render
+
+    params = init_params(net, seed, bias_scale=0.1)
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((n,) + net.image_shape)
+    labels = rng.integers(-1, net.n_classes, size=n).astype(np.int64)
+    fw = bottom_up(params, images)
+    classes = rendered_classes(fw, labels)
+    sbar = rng.standard_normal((n, net.n_classes))
+    grads, rendering = backward_and_render(params, fw, sbar, classes, relu_topdown=relu)
+    want_g = backward(params, fw, sbar, input_gradient=False)
+    want_r = render(params, classes, fw.latents, relu_topdown=relu)
+    for a, b in zip(rendering.renderings, want_r.renderings):
+        np.testing.assert_allclose(host(a), host(b), rtol=0, atol=1e-12)
+    for a, b in zip(grads.filters + grads.biases + (grads.class_templates, grads.class_biases),
+                    want_g.filters + want_g.biases + (want_g.class_templates, want_g.class_biases)):
+        np.testing.assert_allclose(host(a), host(b), rtol=1e-12, atol=1e-12)
+    weights = LossWeights(ce=1, rc=1, nn=0.5, h=0.2)
+    want_t, want, _ = fused_objective_and_gradients(params, fw, classes, labels, weights, relu_topdown=relu)
+    got_t, got, _, _ = sharded_objective_and_gradients(params, images, labels, weights, threads, relu_topdown=relu)
+    assert got_t.objective == pytest.approx(want_t.objective, rel=1e-12, abs=1e-14)
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_allclose(host(got[name]), host(want[name]), rtol=1e-10, atol=1e-13, err_msg=name)
