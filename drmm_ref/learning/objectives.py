@@ -330,20 +330,35 @@ def fused_objective_and_gradients(params: DRMMParams, forward: Any, classes: Any
     Terms, dict, Rendering or None
         The terms, the gradient tree, and the rendering (None without RC / NN).
     """
-    xp, L = params.xp, params.net.L
+    xp = params.xp
     values, grad_scores = _score_terms(forward.scores, labels, weights, xp)
-    rendering = None
-    if weights.generative:
-        if grad_scores is None:  # no score term: the rendering alone goes down
-            rendering, tree = render(params, classes, forward.latents, check=False, relu_topdown=relu_topdown), {}
-        else:
-            grads, rendering = backward_and_render(params, forward, grad_scores, classes, relu_topdown=relu_topdown)
-            tree = gradients_tree(grads, L)
-        more, grad_image, grad_z = _rendering_terms(forward.images, rendering.renderings, weights)
-        values.update(more)
-        tree = add_trees(tree, gradients_tree(render_vjp(params, rendering, grad_image, grad_z), L))
-    elif grad_scores is not None:
-        tree = gradients_tree(backward(params, forward, grad_scores, input_gradient=False, check=False), L)
-    else:
-        tree = {}
+    tree, more, rendering = _gradient_passes(params, forward, grad_scores, classes, weights, relu_topdown)
+    values.update(more)
     return _terms(values, weights, xp), tree, rendering
+
+
+def _gradient_passes(params: DRMMParams, forward: Any, grad_scores: Any, classes: Any, weights: LossWeights,
+                     relu_topdown: bool, share: float = 1.0) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The passes after the score terms: the gradient tree, the rendering terms' values, the rendering (or None).
+
+    Down: the score cotangent (and, for RC / NN, the class templates with it); up: the rendering terms' cotangents.
+    ``share`` scales the rendering terms' values and cotangents: a shard of ``N_s`` rows of an ``N``-row batch takes
+    ``N_s / N`` of its own batch means (:mod:`.parallel`); 1 for a whole batch (no product is made then).
+    """
+    L = params.net.L
+    if not weights.generative:
+        if grad_scores is None:
+            return {}, {}, None
+        return gradients_tree(backward(params, forward, grad_scores, input_gradient=False, check=False), L), {}, None
+    if grad_scores is None:  # no score term: the rendering alone goes down
+        rendering, tree = render(params, classes, forward.latents, check=False, relu_topdown=relu_topdown), {}
+    else:
+        grads, rendering = backward_and_render(params, forward, grad_scores, classes, relu_topdown=relu_topdown)
+        tree = gradients_tree(grads, L)
+    values, grad_image, grad_z = _rendering_terms(forward.images, rendering.renderings, weights)
+    if share != 1.0:
+        values = {k: v * share for k, v in values.items()}
+        grad_image = None if grad_image is None else grad_image * share
+        grad_z = {l: g * share for l, g in grad_z.items()}
+    tree = add_trees(tree, gradients_tree(render_vjp(params, rendering, grad_image, grad_z), L))
+    return tree, values, rendering

@@ -30,11 +30,11 @@ import os
 import threading
 from typing import Any
 
-from ..drmm import DRMMParams, backward, backward_and_render, bottom_up, render, render_vjp
-from ._tree import add_trees, gradients_tree
+from ..drmm import DRMMParams, bottom_up
+from ._tree import add_trees
 from .closed_forms import PriorStats, prior_stats
 from .estep import EStep, rendered_classes
-from .objectives import LossWeights, Terms, _rendering_terms, _score_terms, _terms
+from .objectives import LossWeights, Terms, _gradient_passes, _score_terms, _terms
 
 __all__ = ["default_threads", "shard_slices", "sharded_objective_and_gradients", "sharded_scores"]
 
@@ -113,21 +113,8 @@ def sharded_objective_and_gradients(params: DRMMParams, images: Any, labels: Any
             lab = None if labels is None else labels[sl]
             classes = rendered_classes(fw, lab)
             gs = None if grad_scores is None else grad_scores[sl, ...]
-            tree, rendering, vals = {}, None, {}
-            if weights.generative:
-                if gs is None:
-                    rendering = render(params, classes, fw.latents, check=False, relu_topdown=relu_topdown)
-                else:
-                    grads, rendering = backward_and_render(params, fw, gs, classes, relu_topdown=relu_topdown)
-                    tree = gradients_tree(grads, params.net.L)
-                vals, grad_image, grad_z = _rendering_terms(fw.images, rendering.renderings, weights)
-                share = (sl.stop - sl.start) / n  # batch means: each shard's part is N_s / N of its own mean
-                vals = {k: v * share for k, v in vals.items()}
-                grad_image = None if grad_image is None else grad_image * share
-                grad_z = {l: g * share for l, g in grad_z.items()}
-                tree = add_trees(tree, gradients_tree(render_vjp(params, rendering, grad_image, grad_z), params.net.L))
-            elif gs is not None:
-                tree = gradients_tree(backward(params, fw, gs, input_gradient=False, check=False), params.net.L)
+            share = (sl.stop - sl.start) / n  # batch means: each shard's part is N_s / N of its own mean
+            tree, vals, rendering = _gradient_passes(params, fw, gs, classes, weights, relu_topdown, share)
             est = EStep(fw, classes, None, rendering)
             return tree, vals, (prior_stats(est) if stats else None), est
 
