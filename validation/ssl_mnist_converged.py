@@ -22,6 +22,10 @@ Protocol (docs/ssl.md, "The converged runs"), fixed from a measurement of the fa
 * **Selection.** None on the test set: the **last** epoch's test error is the result; the epoch with the
   lowest validation error is reported beside it with its test error (the validation images are never
   trained on).
+* **The table's shape** (the paper's Table 1 columns; informational, beside the verdict): the DRMM row and the
+  DCN on ``conv-small`` at ``N_L`` = 600, 1,000 and 3,000, seed 0, same budget; ``N_L = 100`` comes from
+  the verdict runs. The net was fixed before any of these runs, from cost (``conv-small-ladder`` costs 1.5x),
+  not from a test error.
 * **Verdict.** PASS when the best DRMM row's mean last-epoch test error over the seeds is <= 1.0% (the
   paper: 0.57%). The record keeps every run's per-epoch test and validation curves, the gap to the paper
   and each trained DRMM's distance from D1's condition.
@@ -76,11 +80,15 @@ ROWS = {
     "drmm-relu-topdown": ("drmm", LossWeights(ce=1.0, rc=1.0, nn=0.0, h=0.2, h_sign="entropy"), True),
 }
 DRMM_ROWS = ("drmm-ce-rc-nn-h",)
+#: ``table``: the runs at further label counts (net, rows, label counts, seeds), beside the verdict.
 FULL = {"nets": ("conv-small", "conv-small-ladder"), "rows": ("dcn", "drmm-ce-rc-nn-h"), "seeds": (0, 1, 2),
         "epochs": BUDGET["epochs"], "batch_size": 64, "n_labels": 100, "n_train": None, "n_eval": None,
-        "extras": (("conv-small", "drmm-relu-topdown", 0),)}
+        "extras": (("conv-small", "drmm-relu-topdown", 0),),
+        "table": {"net": "conv-small", "rows": ("dcn", "drmm-ce-rc-nn-h"), "n_labels": (600, 1000, 3000),
+                  "seeds": (0,)}}
 QUICK = {"nets": ("small2",), "rows": ("dcn", "drmm-ce-rc-nn-h"), "seeds": (0,), "epochs": 3, "batch_size": 32,
-         "n_labels": 100, "n_train": 1000, "n_eval": 300, "extras": (("small2", "drmm-relu-topdown", 0),)}
+         "n_labels": 100, "n_train": 1000, "n_eval": 300, "extras": (("small2", "drmm-relu-topdown", 0),),
+         "table": {"net": "small2", "rows": ("dcn", "drmm-ce-rc-nn-h"), "n_labels": (300,), "seeds": (0,)}}
 
 
 def lr_schedule(epochs: int) -> str:
@@ -92,26 +100,32 @@ def runs_root() -> Path:
     return _claim.runs_root(CLAIM.id)
 
 
-def run_name(net: str, row: str, seed: int) -> str:
-    return f"{net}-{row}-nl100-seed{seed}"
+def run_name(net: str, row: str, seed: int, n_labels: int = 100) -> str:
+    return f"{net}-{row}-nl{n_labels}-seed{seed}"
 
 
-def config_for(spec: dict, net: str, row: str, seed: int, data: str = "mnist") -> TrainConfig:
+def config_for(spec: dict, net: str, row: str, seed: int, data: str = "mnist", n_labels: int | None = None
+               ) -> TrainConfig:
     model, weights, relu = ROWS[row]
     extra = {"relu_topdown": True} if relu else {}
+    n_labels = spec["n_labels"] if n_labels is None else n_labels
     return TrainConfig(model=model, net=net, epochs=spec["epochs"], batch_size=spec["batch_size"], seed=seed,
-                       weights=weights, n_labels=spec["n_labels"], n_train=spec["n_train"], n_eval=spec["n_eval"],
+                       weights=weights, n_labels=n_labels, n_train=spec["n_train"], n_eval=spec["n_eval"],
                        monitor_size=1000 if spec["n_train"] is None else 128, data=data,
                        lr_schedule=lr_schedule(spec["epochs"]), **extra)
 
 
 class PlannedRun(NamedTuple):
-    group: str  # "required" or "extra"
+    group: str  # "required" (the verdict), "extra" (relu-topdown) or "table" (further label counts)
     net: str
     row: str
     seed: int
     config: TrainConfig
     out: Path
+
+    @property
+    def n_labels(self) -> int:
+        return self.config.n_labels
 
 
 def planned_runs(spec: dict, root: Path, data: str = "mnist", seed_offset: int = 0) -> list[PlannedRun]:
@@ -126,6 +140,14 @@ def planned_runs(spec: dict, root: Path, data: str = "mnist", seed_offset: int =
         seed = seed_offset + seed0
         plan.append(PlannedRun("extra", net, row, seed, config_for(spec, net, row, seed, data),
                                root / run_name(net, row, seed)))
+    table = spec.get("table")
+    for n_labels in table["n_labels"] if table else ():
+        for seed0 in table["seeds"]:
+            for row in table["rows"]:
+                seed = seed_offset + seed0
+                plan.append(PlannedRun("table", table["net"], row, seed,
+                                       config_for(spec, table["net"], row, seed, data, n_labels),
+                                       root / run_name(table["net"], row, seed, n_labels)))
     return plan
 
 
@@ -179,9 +201,25 @@ def analyse(errors: dict[str, dict[str, dict[int, float]]], spec: dict) -> dict:
     best = min(drmm) if drmm else None
     return {"table": table, "missing": missing,
             "best_drmm": None if best is None else {"mean_test_error": best[0], "net": best[1], "row": best[2]},
-            "PASS": bool(best) and not missing and best[0] <= PASS_ERROR, "pass_error": PASS_ERROR,
+            "PASS": bool(best) and not missing and best[0] <= PASS_ERROR, "complete": not missing,
+            "pass_error": PASS_ERROR,
             "paper_error_100": PAPER_ERROR_100,
             "gap_to_paper_points": None if best is None else 100 * (best[0] - PAPER_ERROR_100)}
+
+
+def labels_table(runs: list[dict], spec: dict) -> dict:
+    """Last-epoch test error by label count and row on the table's net (``fig_ssl.py``'s shape: ``{str(N_L): {row:
+    {mean, std, per_seed, n_seeds}}}``); N_L = 100 from the verdict runs on that net."""
+    table = spec.get("table")
+    if not table:
+        return {}
+    by: dict = {}
+    for r in runs:
+        if r["net"] == table["net"] and r["row"] in table["rows"] and r["group"] in ("required", "table"):
+            by.setdefault(str(r["n_labels"]), {}).setdefault(r["row"], []).append(r["test_error"])
+    return {n_l: {row: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                        "per_seed": v, "n_seeds": len(v)} for row, v in rows.items()}
+            for n_l, rows in sorted(by.items(), key=lambda kv: int(kv[0]))}
 
 
 def run(args) -> Result:
@@ -191,7 +229,8 @@ def run(args) -> Result:
     try:
         for p in planned_runs(spec, root, source, args.seed):
             res = train(p.config, data, p.out, progress=full)
-            entry = {"group": p.group, "net": p.net, "row": p.row, "seed": p.seed, **curves(res.log),
+            entry = {"group": p.group, "net": p.net, "row": p.row, "seed": p.seed, "n_labels": p.n_labels,
+                     **curves(res.log),
                      "command": command_for(p.config, str(p.out))}
             if p.config.model == "drmm":
                 entry["d1_distance"] = _d1_distance(res.params, test_images)
@@ -203,9 +242,11 @@ def run(args) -> Result:
             tmp.cleanup()
     verdict = analyse(errors, spec)
     status = ("pass" if verdict["PASS"] else "fail") if full else "measured"
-    measured = {**verdict, "runs": runs,
+    measured = {**verdict, "runs": runs, "labels_table": labels_table(runs, spec),
                 "protocol": {"nets": list(spec["nets"]), "rows": list(spec["rows"]), "seeds": list(spec["seeds"]),
                              "epochs": spec["epochs"], "lr_schedule": lr_schedule(spec["epochs"]),
+                             "table": {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in spec["table"].items()},
                              "batch_size_per_stream": spec["batch_size"], "n_labels": spec["n_labels"],
                              "n_train": spec["n_train"] or 50000, "n_eval": spec["n_eval"] or 10000,
                              "budget": BUDGET, "hardware": f"{os.cpu_count()} CPU cores, NumPy, no GPU"}}
@@ -221,6 +262,9 @@ def run(args) -> Result:
     if extras:
         summary += "; " + ", ".join(f"{r['net']} {r['row']} seed {r['seed']} {100 * r['test_error']:.2f}%"
                                     for r in extras)
+    tabled = [r for r in runs if r["group"] == "table"]
+    if tabled:
+        summary += "; " + ", ".join(f"N_L={r['n_labels']} {r['row']} {100 * r['test_error']:.2f}%" for r in tabled)
     extra = () if full else (f"quick: {spec['nets'][0]}, {spec['epochs']} epochs on {spec['n_train']} training "
                              f"images, {spec['n_eval']} validation/test images, one seed: too small for a verdict",)
     return Result(status=status, measured=measured, tolerance={"verdict": f"best DRMM mean <= {100 * PASS_ERROR}%"},
@@ -228,10 +272,11 @@ def run(args) -> Result:
 
 
 def full_commands() -> list[str]:
-    """The --full run's training commands, seed by seed (every net and row of seed 0 first, so the first complete
-    comparison comes early), the informational extra last."""
+    """The --full run's training commands: every net and row of seed 0 first (the first complete comparison), then
+    the relu-topdown extra and the further label counts (each a complete result of its own), then seeds 1 and 2."""
     plan = planned_runs(FULL, runs_root())
-    order = sorted(plan, key=lambda p: (p.group != "required", p.seed, p.net, p.row))
+    order = sorted(plan, key=lambda p: (p.seed != 0 or p.group != "required", p.seed, p.group != "extra",
+                                        p.n_labels, p.net, p.row))
     return [command_for(p.config, str(p.out)) for p in order]
 
 
