@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import json
 import os
 import platform
 import shlex
@@ -46,6 +47,81 @@ def runs_root(claim_id: str) -> Path:
     base = os.environ.get("DRMM_REF_RUNS") or Path(os.environ.get("DRMM_REF_CACHE") or Path.home() / ".cache"
                                                    / "drmm_ref") / "runs"
     return Path(base) / claim_id
+
+
+def archive_root(claim_id: str) -> Path:
+    """Where a claim's finished training logs are committed: ``results/runs/<claim_id>`` in the repository."""
+    return REPO_ROOT / "results" / "runs" / claim_id
+
+
+def finished_log(claim_id: str, run_name: str, config: Any, *, runs: Path | None = None,
+                 archive: Path | None = None) -> dict | None:
+    """The log of a finished run of ``config``, read instead of training it again; None when there is none
+    (:func:`find_finished_log` without the place it was found)."""
+    found = find_finished_log(claim_id, run_name, config, runs=runs, archive=archive)
+    return None if found is None else found[0]
+
+
+def find_finished_log(claim_id: str, run_name: str, config: Any, *, runs: Path | None = None,
+                      archive: Path | None = None) -> tuple[dict, str] | None:
+    """The log of a finished run of ``config`` and where it was found; None when there is none.
+
+    Looks first in the runs folder (``runs_root(claim_id)/<run_name>/log.json``, or ``runs``), then in the
+    committed archive (``results/runs/<claim_id>/<run_name>/log.json``, or ``archive``), whose checkpoints
+    may be gone. A log is finished when its last epoch is ``config.epochs`` (epochs numbered 0, 1, ..., N).
+
+    Parameters
+    ----------
+    claim_id, run_name : str
+    config : drmm_ref.learning.TrainConfig
+        The planned configuration; the log's ``config`` must be the same (read with
+        ``TrainConfig.from_dict``, so fields added since the log was written take their defaults), except
+        for the checkpoint cadence and ``epochs`` (``drmm_ref.learning.trainer.RESUMABLE_CHANGES``).
+    runs, archive : Path, optional
+        The folders holding ``<run_name>/log.json`` (defaults above).
+
+    Returns
+    -------
+    (log, where) or None
+        ``where`` is ``"runs folder"`` or the archived log's path relative to the repository.
+
+    Raises
+    ------
+    ValueError
+        A log of ``run_name`` was written with another configuration, or its epochs are not 0, 1, ..., N:
+        using it (or training over it) would mix two experiments.
+    """
+    from drmm_ref.learning import TrainConfig
+    from drmm_ref.learning.trainer import RESUMABLE_CHANGES
+
+    planned = config.to_dict()
+    places = [(Path(runs) if runs is not None else runs_root(claim_id), "runs folder"),
+              (Path(archive) if archive is not None else archive_root(claim_id), None)]
+    for folder, label in places:
+        path = folder / run_name / "log.json"
+        if not path.is_file():
+            continue
+        log = json.loads(path.read_text())
+        saved = TrainConfig.from_dict(log.get("config")).to_dict()
+        differ = sorted(k for k in set(saved) | set(planned)
+                        if k not in RESUMABLE_CHANGES and saved.get(k) != planned.get(k))
+        if differ:
+            raise ValueError(f"{path}: run {run_name!r} was trained with another configuration than the planned one "
+                             f"(fields {differ}: log {[saved.get(k) for k in differ]}, planned "
+                             f"{[planned.get(k) for k in differ]}); move it away or fix the plan")
+        epochs = [e.get("epoch") for e in log.get("epochs", [])]
+        if epochs != list(range(len(epochs))):
+            raise ValueError(f"{path}: the log's epochs are {epochs}, not 0, 1, ..., N: a damaged log")
+        if epochs and epochs[-1] == config.epochs:
+            return log, label or _relative(path)
+    return None
+
+
+def _relative(path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 @dataclasses.dataclass(frozen=True)
