@@ -10,7 +10,11 @@ when it exists, else ``results/quick/`` (``--record``
 picks a file; with ``--quick`` and no record the quick claim is run first into a temporary folder).
 Writes ``fig_ssl.png`` and ``.pdf`` to ``figures/out/`` (``--out``).
 
-Usage: ``python figures/fig_ssl.py [--record PATH] [--out DIR] [--quick]``
+``--claim ssl-mnist-converged`` draws the same table's shape from that claim's record at its many-epoch budget
+(``measured["labels_table"]``: the DCN and the DRMM row on one net at N_L = 100 from the verdict runs, and at
+600, 1,000 and 3,000 from its table runs) into ``fig_ssl_converged_table.png`` / ``.pdf``.
+
+Usage: ``python figures/fig_ssl.py [--claim {ssl-mnist,ssl-mnist-converged}] [--record PATH] [--out DIR] [--quick]``
 """
 
 from __future__ import annotations
@@ -56,10 +60,16 @@ def _plot_longer(ax, longer: list[dict], paper: float) -> None:
 
 def plot(record: dict, out: Path) -> list[Path]:
     m = record["measured"]
-    table = m["table"]
+    converged = record.get("id") == "ssl-mnist-converged"
+    table = m["labels_table"] if converged else m["table"]
     proto = m["protocol"]
+    if converged:  # one net, the verdict's budget; seeds = the most any cell has
+        proto = {"net": proto["table"]["net"], "epochs": proto["epochs"],
+                 "seeds": range(max((v["n_seeds"] for rows in table.values() for v in rows.values()), default=0))}
+    if not table:
+        raise SystemExit("the record holds no label-count table (no finished runs of the table's net)")
     rows = list(dict.fromkeys(r for n_l in table for r in table[n_l]))
-    longer = m.get("longer_budget") or []
+    longer = [] if converged else (m.get("longer_budget") or [])
     if longer:
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 4.4), gridspec_kw={"width_ratios": [1.25, 1]})
         _plot_longer(ax2, longer, m["paper_error_100"])
@@ -93,14 +103,28 @@ def plot(record: dict, out: Path) -> list[Path]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     verdict = {"pass": "PASS", "fail": "FAIL"}.get(record.get("status"), record.get("status", "?").upper())
-    ax.set_title(f"Semi-supervised MNIST ({record.get('mode', '?')} run: {proto['net']}, {proto['epochs']} epoch(s), "
-                 f"{len(proto['seeds'])} seed(s); {verdict})", fontsize=9)
+    budget = f"{proto['epochs']} epoch(s)" + (f", {proto_lr}" if (proto_lr := m["protocol"].get("lr_schedule")) else "")
+    if converged:
+        title = (f"Semi-supervised MNIST at a {budget} budget, {proto['net']}\n({record.get('mode', '?')} run, up to "
+                 f"{len(proto['seeds'])} seed(s) a point; verdict at N_L = 100: {verdict})")
+    else:
+        title = (f"Semi-supervised MNIST ({record.get('mode', '?')} run: {proto['net']}, {budget}, "
+                 f"{len(proto['seeds'])} seed(s); {verdict})")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return save(fig, out, "fig_ssl")
+    return save(fig, out, "fig_ssl_converged_table" if converged else "fig_ssl")
 
 
 def main(argv=None) -> int:
-    return record_figure_main(CLAIM_ID, plot, __doc__, argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    claim = CLAIM_ID
+    if "--claim" in argv:
+        i = argv.index("--claim")
+        if i + 1 >= len(argv) or argv[i + 1] not in (CLAIM_ID, "ssl-mnist-converged"):
+            raise SystemExit("--claim must be ssl-mnist or ssl-mnist-converged")
+        claim = argv[i + 1]
+        del argv[i:i + 2]
+    return record_figure_main(claim, plot, __doc__, argv)
 
 
 if __name__ == "__main__":

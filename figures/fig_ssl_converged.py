@@ -32,7 +32,7 @@ STYLE = {"dcn": ("tab:blue", "DCN, labels only (backprop)"),
 
 def plot(record: dict, out: Path) -> list[Path]:
     m = record["measured"]
-    runs = m["runs"]
+    runs = [r for r in m["runs"] if r.get("n_labels", 100) == 100]  # the other label counts: fig_ssl.py
     nets = list(dict.fromkeys(r["net"] for r in runs)) or ["(no runs)"]
     fig, axes = plt.subplots(1, len(nets), figsize=(5.2 * len(nets), 4.0), squeeze=False)
     for ax, net in zip(axes[0], nets):

@@ -13,7 +13,9 @@ from validation import ssl_mnist_converged as C
 def test_the_recorded_commands_build_exactly_the_claims_configurations():
     cmds = C.full_commands()
     spec = C.FULL
-    assert len(cmds) == len(spec["nets"]) * len(spec["seeds"]) * len(spec["rows"]) + len(spec["extras"])
+    table = spec["table"]
+    assert len(cmds) == (len(spec["nets"]) * len(spec["seeds"]) * len(spec["rows"]) + len(spec["extras"])
+                         + len(table["n_labels"]) * len(table["seeds"]) * len(table["rows"]))
     seen = set()
     for cmd in cmds:
         argv = shlex.split(cmd)
@@ -22,10 +24,17 @@ def test_the_recorded_commands_build_exactly_the_claims_configurations():
         name = args.out.rstrip("/").split("/")[-1]
         net = next(n for n in spec["nets"] if name.startswith(n + "-") and name[len(n) + 1:].split("-nl")[0] in C.ROWS)
         row = name[len(net) + 1:].split("-nl")[0]
-        expected = C.config_for(spec, net, row, args.seed)
+        n_labels = int(name.split("-nl")[1].split("-")[0])
+        assert args.labels == n_labels
+        expected = C.config_for(spec, net, row, args.seed, n_labels=n_labels)
         assert train_config(args).to_dict() == expected.to_dict(), cmd
-        seen.add((net, row, args.seed))
-    assert ("conv-small", "drmm-relu-topdown", 0) in seen
+        seen.add((net, row, args.seed, n_labels))
+    assert ("conv-small", "drmm-relu-topdown", 0, 100) in seen
+    assert {(table["net"], r, 0, n) for r in table["rows"] for n in table["n_labels"]} <= seen
+    assert len(seen) == len(cmds)  # no run twice
+    # seed 0 of the verdict first, seeds 1 and 2 of the verdict last
+    assert all(" --seed 0 " in c and "--labels 100 " in c for c in cmds[:len(spec["nets"]) * len(spec["rows"])])
+    assert all(" --seed 0 " not in c for c in cmds[-len(spec["nets"]) * len(spec["rows"]) * 2:])
     assert C.config_for(spec, "conv-small", "drmm-relu-topdown", 0).relu_topdown
     assert C.config_for(spec, "conv-small", "drmm-ce-rc-nn-h", 0).lr_schedule == f"linear-decay:{spec['epochs'] // 2}"
 
@@ -81,3 +90,81 @@ def test_fig_ssl_converged_plots_a_record(tmp_path):
                            "protocol": {"epochs": 3, "lr_schedule": "linear-decay:1"}}}
     paths = fig_ssl_converged.plot(record, tmp_path)
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def _run(net, row, seed, n_labels, err, group="required"):
+    return {"group": group, "net": net, "row": row, "seed": seed, "n_labels": n_labels, "test_error": err}
+
+
+def test_labels_table_takes_n_l_100_from_the_verdict_runs_and_the_rest_from_the_table_runs():
+    spec = {"table": {"net": "a", "rows": ("dcn", "drmm-ce-rc-nn-h"), "n_labels": (600,), "seeds": (0,)}}
+    runs = [_run("a", "dcn", 0, 100, 0.2), _run("a", "dcn", 1, 100, 0.1), _run("b", "dcn", 0, 100, 0.5),
+            _run("a", "drmm-relu-topdown", 0, 100, 0.05, "extra"), _run("a", "dcn", 0, 600, 0.04, "table"),
+            _run("a", "drmm-ce-rc-nn-h", 0, 600, 0.02, "table")]
+    t = C.labels_table(runs, spec)
+    assert list(t) == ["100", "600"]
+    assert t["100"]["dcn"]["mean"] == pytest.approx(0.15) and t["100"]["dcn"]["n_seeds"] == 2
+    assert "drmm-relu-topdown" not in t["100"]  # not a table row; other nets not either
+    assert t["600"]["drmm-ce-rc-nn-h"]["per_seed"] == [0.02]
+
+
+def test_progress_reads_the_runs_folder_then_the_archive_and_archive_drops_the_step_traces(tmp_path):
+    import json
+
+    root, archive = tmp_path / "runs", tmp_path / "archive"
+    names = [p.out.name for p in C.planned_runs(C.FULL, root)]
+    epochs = [{"epoch": 0, "test_error": 0.9, "validation_error": 0.9},
+              {"epoch": 1, "test_error": 0.1, "validation_error": 0.2, "cumulative_train_cpu_seconds": 50.0,
+               "steps": [{"objective": 1.0}] * 3},
+              {"epoch": 2, "test_error": 0.2, "validation_error": 0.1, "cumulative_train_cpu_seconds": 100.0,
+               "steps": [{"objective": 0.5}] * 3}]
+    (root / names[0]).mkdir(parents=True)
+    (root / names[0] / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs}))
+    (archive / names[1]).mkdir(parents=True)
+    (archive / names[1] / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs[:2]}))
+    rows = {r["run"]: r for r in C.progress(root, archive)}
+    assert rows[names[0]]["epochs_done"] == 2 and rows[names[0]]["log"] == "runs folder"
+    assert rows[names[0]]["test_error"] == 0.2 and rows[names[0]]["selected_epoch"] == 2
+    assert rows[names[0]]["cpu_seconds_per_epoch"] == pytest.approx(50.0)
+    assert rows[names[1]]["epochs_done"] == 1 and rows[names[1]]["log"] == "archive"
+    assert rows[names[2]]["epochs_done"] == 0
+    table = C.progress_table(list(rows.values()))
+    assert table.count("\n") == len(names) + 1 and "| 2 / 20 | 20.00% | 2 (20.00%) | 50 |" in table
+    written = C.archive_logs(root, archive)
+    assert written == [archive / names[0] / "log.json"]
+    slim = json.loads(written[0].read_text())
+    assert [e["epoch"] for e in slim["epochs"]] == [0, 1, 2] and all("steps" not in e for e in slim["epochs"])
+
+
+def test_fig_ssl_draws_the_converged_records_label_table_and_fig_ssl_converged_only_n_l_100(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "figures"))
+    try:
+        import fig_ssl
+        import fig_ssl_converged
+    finally:
+        sys.path.pop(0)
+    spec = {"table": {"net": "conv-small", "rows": ("dcn", "drmm-ce-rc-nn-h"), "n_labels": (600,), "seeds": (0,)}}
+    runs = [_run("conv-small", "dcn", 0, 100, 0.15), _run("conv-small", "drmm-ce-rc-nn-h", 0, 100, 0.04),
+            _run("conv-small", "dcn", 0, 600, 0.05, "table"), _run("conv-small", "drmm-ce-rc-nn-h", 0, 600, 0.02,
+                                                                   "table")]
+    for r in runs:
+        r.update(test_error_per_epoch=[0.5, r["test_error"]], selected_epoch=2, selected_test_error=r["test_error"])
+    record = {"id": "ssl-mnist-converged", "mode": "full", "status": "fail",
+              "measured": {"runs": runs, "labels_table": C.labels_table(runs, spec), "paper_error_100": 0.0057,
+                           "pass_error": 0.01, "protocol": {"epochs": 2, "lr_schedule": "linear-decay:1",
+                                                            "table": {"net": "conv-small"}}}}
+    drawn = {}
+    monkeypatch.setattr(plt, "close", lambda fig: drawn.setdefault(len(drawn), fig))
+    paths = fig_ssl.plot(record, tmp_path)
+    assert [p.name for p in paths] == ["fig_ssl_converged_table.png", "fig_ssl_converged_table.pdf"]
+    ys = {c.get_label().split(" (n=")[0]: list(c.lines[0].get_ydata()) for c in drawn[0].axes[0].containers}
+    assert ys[fig_ssl.STYLE["dcn"][2]] == pytest.approx([15.0, 5.0])
+    assert ys[fig_ssl.STYLE["drmm-ce-rc-nn-h"][2]] == pytest.approx([4.0, 2.0])
+    fig_ssl_converged.plot(record, tmp_path)  # the epoch curves: N_L = 100 runs only
+    curves = [ln for ln in drawn[1].axes[0].lines if list(ln.get_xdata()) == [1, 2]]
+    assert sorted(ln.get_ydata()[-1] for ln in curves) == pytest.approx([4.0, 15.0])

@@ -33,8 +33,9 @@ Protocol (docs/ssl.md, "The converged runs"), fixed from a measurement of the fa
 ``--full`` trains what is missing under ``$DRMM_REF_RUNS/ssl-mnist-converged/`` (resuming unfinished
 runs, also from mid-epoch checkpoints) and collects; ``python -m validation.ssl_mnist_converged
 --commands`` prints the training commands (run them in any order, two at a time on this machine).
-``--quick``: ``small2``, one seed, 1,000 training images, 3 epochs with the same schedule shape; it
-records ``measured`` only.
+``--progress`` prints how far every run has come (a Markdown table); ``--archive`` copies the runs' logs without
+their per-step traces into ``results/runs/ssl-mnist-converged/`` (unfinished runs too). ``--quick``: ``small2``, one
+seed, 1,000 training images, 3 epochs with the same schedule shape; it records ``measured`` only.
 """
 
 from __future__ import annotations
@@ -280,6 +281,78 @@ def full_commands() -> list[str]:
     return [command_for(p.config, str(p.out)) for p in order]
 
 
+#: Where finished (and, at a session's end, unfinished) runs' logs are archived, relative to the repository root.
+ARCHIVE = Path(__file__).resolve().parent.parent / "results" / "runs" / CLAIM.id
+
+
+def slim_log(log: dict) -> dict:
+    """A run's log without the per-step traces (``"steps"``: 781 a run-epoch, 1.4-2.7 MB a run); every epoch record
+    and the configuration kept."""
+    return {**log, "epochs": [{k: v for k, v in e.items() if k != "steps"} for e in log["epochs"]]}
+
+
+def _read_log(name: str, root: Path, archive: Path) -> tuple[dict | None, str]:
+    import json
+
+    for where, folder in (("runs folder", root), ("archive", archive)):
+        path = folder / name / "log.json"
+        if path.is_file():
+            return json.loads(path.read_text()), where
+    return None, "-"
+
+
+def progress(root: Path | None = None, archive: Path = ARCHIVE) -> list[dict]:
+    """How far every planned ``--full`` run has come, from its log in the runs folder (else the archive)."""
+    root = runs_root() if root is None else root
+    out = []
+    for p in planned_runs(FULL, root):
+        log, where = _read_log(p.out.name, root, archive)
+        epochs = [e for e in (log or {}).get("epochs", []) if e["epoch"] > 0]
+        entry = {"run": p.out.name, "group": p.group, "epochs_done": len(epochs), "epochs": p.config.epochs,
+                 "log": where}
+        if epochs:
+            c = curves({"epochs": epochs})
+            entry.update(test_error=c["test_error"], selected_epoch=c["selected_epoch"],
+                         selected_test_error=c["selected_test_error"],
+                         cpu_seconds_per_epoch=(c["train_cpu_seconds"] or 0.0) / len(epochs))
+        out.append(entry)
+    return out
+
+
+def progress_table(rows: list[dict]) -> str:
+    """:func:`progress` as a Markdown table (the archive's README keeps one)."""
+    lines = ["| run | group | epochs | test error, last logged epoch | validation-selected epoch (test error) "
+             "| train CPU-s per epoch | log |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["epochs_done"]:
+            err = f"{100 * r['test_error']:.2f}%"
+            sel = f"{r['selected_epoch']} ({100 * r['selected_test_error']:.2f}%)"
+            cpu = f"{r['cpu_seconds_per_epoch']:.0f}"
+        else:
+            err = sel = cpu = "-"
+        lines.append(f"| {r['run']} | {r['group']} | {r['epochs_done']} / {r['epochs']} | {err} | {sel} | {cpu} "
+                     f"| {r['log']} |")
+    return "\n".join(lines)
+
+
+def archive_logs(root: Path | None = None, archive: Path = ARCHIVE) -> list[Path]:
+    """Copy every planned run's log (slim, :func:`slim_log`) from the runs folder into the archive, atomically;
+    unfinished runs too (how far they came). Returns the files written."""
+    import json
+
+    from drmm_ref._files import atomic_write_text
+
+    root = runs_root() if root is None else root
+    written = []
+    for p in planned_runs(FULL, root):
+        src = root / p.out.name / "log.json"
+        if src.is_file():
+            log = slim_log(json.loads(src.read_text()))
+            written.append(atomic_write_text(archive / p.out.name / "log.json",
+                                             json.dumps(log, separators=(",", ":")) + "\n"))
+    return written
+
+
 def main(argv=None):
     return run_claim(CLAIM, run, argv)
 
@@ -291,5 +364,12 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["--commands"]:
         print("\n".join(full_commands()))
+        sys.exit(0)
+    if sys.argv[1:] == ["--progress"]:  # how far the --full runs have come, as a Markdown table
+        print(progress_table(progress()))
+        sys.exit(0)
+    if sys.argv[1:] == ["--archive"]:  # copy the runs' logs, without per-step traces, into results/runs/
+        for path in archive_logs():
+            print(path)
         sys.exit(0)
     sys.exit(exit_code(main()))
