@@ -168,3 +168,39 @@ def test_fig_ssl_draws_the_converged_records_label_table_and_fig_ssl_converged_o
     fig_ssl_converged.plot(record, tmp_path)  # the epoch curves: N_L = 100 runs only
     curves = [ln for ln in drawn[1].axes[0].lines if list(ln.get_xdata()) == [1, 2]]
     assert sorted(ln.get_ydata()[-1] for ln in curves) == pytest.approx([4.0, 15.0])
+
+
+def test_a_finished_run_is_collected_from_the_archive_with_its_d1_distance_once_its_checkpoints_are_gone(tmp_path):
+    """archive_logs writes the slim log and (finished DRMM) the D1 distance of the final parameters; a runs folder
+    without the run then reads both from the archive instead of training; a run still in the runs folder is
+    trained (resumed) as before; an unfinished archived log is not a result."""
+    import json
+
+    from drmm_ref.learning import synthetic_digits, train
+    from validation.ssl_mnist import _d1_distance
+
+    spec = {**C.QUICK, "epochs": 2, "n_train": 160, "n_eval": 32, "batch_size": 16, "extras": (), "table": None,
+            "rows": ("dcn", "drmm-ce-rc-nn-h")}
+    data = synthetic_digits(160, 32, 32, seed=0)
+    root, archive, empty = tmp_path / "runs", tmp_path / "archive", tmp_path / "elsewhere"
+    plan = C.planned_runs(spec, root, "synthetic")
+    results = {p.row: train(p.config, data, p.out, progress=False) for p in plan}
+    images = data.test.images[:16]
+    written = C.archive_logs(root, archive, test_images=images, spec=spec)
+    assert sorted(w.relative_to(archive).as_posix() for w in written) == sorted(
+        [f"{p.out.name}/log.json" for p in plan] + [f"{plan[1].out.name}/{C.D1_FILE}"])
+    for p in plan:
+        assert C._archived_run(p, root, archive) is None  # the runs folder has it: train() resumes it
+        moved = p._replace(out=empty / p.out.name)
+        log, d1, where = C._archived_run(moved, empty, archive)
+        assert [e["epoch"] for e in log["epochs"]] == [0, 1, 2] and where.endswith(f"{p.out.name}/log.json")
+        if p.row == "dcn":
+            assert d1 is None
+        else:
+            assert d1 == json.loads(json.dumps(_d1_distance(results[p.row].params, images)))
+    # an unfinished archived log is no result
+    p = plan[0]
+    log = json.loads((archive / p.out.name / "log.json").read_text())
+    log["epochs"] = log["epochs"][:1]
+    (archive / p.out.name / "log.json").write_text(json.dumps(log))
+    assert C._archived_run(p._replace(out=empty / p.out.name), empty, archive) is None

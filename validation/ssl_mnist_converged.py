@@ -40,6 +40,7 @@ seed, 1,000 training images, 3 epochs with the same schedule shape; it records `
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from pathlib import Path
@@ -223,18 +224,48 @@ def labels_table(runs: list[dict], spec: dict) -> dict:
             for n_l, rows in sorted(by.items(), key=lambda kv: int(kv[0]))}
 
 
+def _home(path: Path) -> str:
+    """``path`` with the home folder written ``~`` (records name no user's folders)."""
+    home = str(Path.home())
+    return "~" + str(path)[len(home):] if str(path).startswith(home + os.sep) else str(path)
+
+
+def _archived_run(p: PlannedRun, root: Path, archive: Path | None = None) -> tuple[dict, dict | None, str] | None:
+    """A finished run whose checkpoints are gone: its archived log and, for a DRMM, the D1 distance archived with
+    it (:func:`archive_logs`); None when the runs folder holds the run (train() reads its last checkpoint) or
+    the archive lacks either."""
+    archive = ARCHIVE if archive is None else archive
+    if (root / p.out.name / "log.json").is_file():
+        return None
+    found = _claim.find_finished_log(CLAIM.id, p.out.name, p.config, runs=root, archive=archive)
+    if found is None:
+        return None
+    d1 = None
+    if p.config.model == "drmm":
+        d1_path = archive / p.out.name / D1_FILE
+        if not d1_path.is_file():
+            return None
+        d1 = json.loads(d1_path.read_text())["d1_distance"]
+    return found[0], d1, found[1]
+
+
 def run(args) -> Result:
     full, spec, data, is_mnist, source, tmp, root, test_images = setting(args, CLAIM.id, FULL, QUICK, runs_root())
     errors: dict = {}
     runs = []
     try:
         for p in planned_runs(spec, root, source, args.seed):
-            res = train(p.config, data, p.out, progress=full)
+            archived = _archived_run(p, root) if full else None
+            if archived is not None:  # finished, its checkpoints gone: the archived log (and D1 distance)
+                log, d1, where = archived
+            else:
+                res = train(p.config, data, p.out, progress=full)
+                log, where = res.log, "runs folder"
+                d1 = _d1_distance(res.params, test_images) if p.config.model == "drmm" else None
             entry = {"group": p.group, "net": p.net, "row": p.row, "seed": p.seed, "n_labels": p.n_labels,
-                     **curves(res.log),
-                     "command": command_for(p.config, str(p.out))}
-            if p.config.model == "drmm":
-                entry["d1_distance"] = _d1_distance(res.params, test_images)
+                     **curves(log), "command": command_for(p.config, _home(p.out)), "log": where}
+            if d1 is not None:
+                entry["d1_distance"] = d1
             runs.append(entry)
             if p.group == "required":
                 errors.setdefault(p.net, {}).setdefault(p.row, {})[p.seed] = entry["test_error"]
@@ -282,7 +313,10 @@ def full_commands() -> list[str]:
 
 
 #: Where finished (and, at a session's end, unfinished) runs' logs are archived, relative to the repository root.
-ARCHIVE = Path(__file__).resolve().parent.parent / "results" / "runs" / CLAIM.id
+ARCHIVE = _claim.archive_root(CLAIM.id)
+#: Beside a finished DRMM run's archived log: its distance from D1's condition, measured on the final parameters
+#: when the log was archived (the record needs it; the parameters are not archived).
+D1_FILE = "d1_distance.json"
 
 
 def slim_log(log: dict) -> dict:
@@ -292,8 +326,6 @@ def slim_log(log: dict) -> dict:
 
 
 def _read_log(name: str, root: Path, archive: Path) -> tuple[dict | None, str]:
-    import json
-
     for where, folder in (("runs folder", root), ("archive", archive)):
         path = folder / name / "log.json"
         if path.is_file():
@@ -301,11 +333,11 @@ def _read_log(name: str, root: Path, archive: Path) -> tuple[dict | None, str]:
     return None, "-"
 
 
-def progress(root: Path | None = None, archive: Path = ARCHIVE) -> list[dict]:
+def progress(root: Path | None = None, archive: Path = ARCHIVE, spec: dict = FULL) -> list[dict]:
     """How far every planned ``--full`` run has come, from its log in the runs folder (else the archive)."""
     root = runs_root() if root is None else root
     out = []
-    for p in planned_runs(FULL, root):
+    for p in planned_runs(spec, root):
         log, where = _read_log(p.out.name, root, archive)
         epochs = [e for e in (log or {}).get("epochs", []) if e["epoch"] > 0]
         entry = {"run": p.out.name, "group": p.group, "epochs_done": len(epochs), "epochs": p.config.epochs,
@@ -335,21 +367,39 @@ def progress_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def archive_logs(root: Path | None = None, archive: Path = ARCHIVE) -> list[Path]:
+def archive_logs(root: Path | None = None, archive: Path = ARCHIVE, test_images=None, spec: dict = FULL
+                 ) -> list[Path]:
     """Copy every planned run's log (slim, :func:`slim_log`) from the runs folder into the archive, atomically;
-    unfinished runs too (how far they came). Returns the files written."""
-    import json
-
-    from drmm_ref._files import atomic_write_text
+    unfinished runs too (how far they came). For a finished DRMM run also write :data:`D1_FILE`, its distance
+    from D1's condition on ``test_images`` (default: the first 2,000 MNIST test images, as the record measures
+    it), so that the record can be collected from the archive once the checkpoints are gone. Returns the files
+    written."""
+    from drmm_ref._files import atomic_write_json, atomic_write_text
+    from drmm_ref.io.checkpoint import load_checkpoint
+    from drmm_ref.learning.trainer import latest_checkpoint
 
     root = runs_root() if root is None else root
     written = []
-    for p in planned_runs(FULL, root):
+    for p in planned_runs(spec, root):
         src = root / p.out.name / "log.json"
-        if src.is_file():
-            log = slim_log(json.loads(src.read_text()))
-            written.append(atomic_write_text(archive / p.out.name / "log.json",
-                                             json.dumps(log, separators=(",", ":")) + "\n"))
+        if not src.is_file():
+            continue
+        log = json.loads(src.read_text())
+        written.append(atomic_write_text(archive / p.out.name / "log.json",
+                                         json.dumps(slim_log(log), separators=(",", ":")) + "\n"))
+        last = latest_checkpoint(root / p.out.name)
+        if p.config.model != "drmm" or log["epochs"][-1]["epoch"] != p.config.epochs or last is None:
+            continue
+        ckpt = load_checkpoint(last)
+        if ckpt.epoch != p.config.epochs:
+            continue
+        if test_images is None:
+            from drmm_ref.data import load_mnist
+
+            test_images = load_mnist(progress=False).test.images[:2000]
+        written.append(atomic_write_json(archive / p.out.name / D1_FILE, {
+            "d1_distance": _d1_distance(ckpt.params, test_images), "epoch": ckpt.epoch,
+            "images": f"the first {len(test_images)} test images", "checkpoint": last.name}))
     return written
 
 
