@@ -119,7 +119,8 @@ def test_progress_reads_the_runs_folder_then_the_archive_and_archive_drops_the_s
               {"epoch": 2, "test_error": 0.2, "validation_error": 0.1, "cumulative_train_cpu_seconds": 100.0,
                "steps": [{"objective": 0.5}] * 3}]
     (root / names[0]).mkdir(parents=True)
-    (root / names[0] / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs}))
+    (root / names[0] / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs,
+                                                          "steps": {"objective": [1.0, 0.5]}}))
     (archive / names[1]).mkdir(parents=True)
     (archive / names[1] / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs[:2]}))
     rows = {r["run"]: r for r in C.progress(root, archive)}
@@ -134,6 +135,7 @@ def test_progress_reads_the_runs_folder_then_the_archive_and_archive_drops_the_s
     assert written == [archive / names[0] / "log.json"]
     slim = json.loads(written[0].read_text())
     assert [e["epoch"] for e in slim["epochs"]] == [0, 1, 2] and all("steps" not in e for e in slim["epochs"])
+    assert "steps" not in slim and slim["config"] == {}
 
 
 def test_fig_ssl_draws_the_converged_records_label_table_and_fig_ssl_converged_only_n_l_100(tmp_path, monkeypatch):
