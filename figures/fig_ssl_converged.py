@@ -51,6 +51,8 @@ def plot(record: dict, out: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.get_yaxis().set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if m.get("protocol", {}).get("epochs"):  # the whole budget: an unfinished run's curve stops short
+            ax.set_xlim(0.5, m["protocol"]["epochs"] + 0.5)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test error (%)")
         ax.grid(True, which="both", alpha=0.3)

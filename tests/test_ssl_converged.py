@@ -206,3 +206,20 @@ def test_a_finished_run_is_collected_from_the_archive_with_its_d1_distance_once_
     log["epochs"] = log["epochs"][:1]
     (archive / p.out.name / "log.json").write_text(json.dumps(log))
     assert C._archived_run(p._replace(out=empty / p.out.name), empty, archive) is None
+
+
+def test_interim_record_has_every_logged_run_and_no_verdict(tmp_path):
+    import json
+
+    root, archive = tmp_path / "runs", tmp_path / "archive"
+    names = [p.out.name for p in C.planned_runs(C.FULL, root)]
+    epochs = [{"epoch": 0, "test_error": 0.9, "validation_error": 0.9},
+              {"epoch": 1, "test_error": 0.1, "validation_error": 0.2}]
+    for folder, name in ((root, names[0]), (archive, names[1])):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs}))
+    rec = C.interim_record(root, archive)
+    assert rec["status"] == "running" and "PASS" not in rec["measured"]
+    runs = rec["measured"]["runs"]
+    assert [r["log"] for r in runs] == ["runs folder", "archive"] and all(r["epochs"] == 1 for r in runs)
+    assert rec["measured"]["labels_table"]["100"]  # the first two planned runs are conv-small at N_L = 100

@@ -33,7 +33,8 @@ Protocol (docs/ssl.md, "The converged runs"), fixed from a measurement of the fa
 ``--full`` trains what is missing under ``$DRMM_REF_RUNS/ssl-mnist-converged/`` (resuming unfinished
 runs, also from mid-epoch checkpoints) and collects; ``python -m validation.ssl_mnist_converged
 --commands`` prints the training commands (run them in any order, two at a time on this machine).
-``--progress`` prints how far every run has come (a Markdown table); ``--archive`` copies the runs' logs without
+``--progress`` prints how far every run has come (a Markdown table); ``--interim PATH`` writes a record-shaped view of
+the runs so far (status "running") for the figure scripts' ``--record``; ``--archive`` copies the runs' logs without
 their per-step traces into ``results/runs/ssl-mnist-converged/`` (unfinished runs too). ``--quick``: ``small2``, one
 seed, 1,000 training images, 3 epochs with the same schedule shape; it records ``measured`` only.
 """
@@ -352,6 +353,26 @@ def progress(root: Path | None = None, archive: Path = ARCHIVE, spec: dict = FUL
     return out
 
 
+def interim_record(root: Path | None = None, archive: Path = ARCHIVE, spec: dict = FULL) -> dict:
+    """A record-shaped view of the runs so far (status ``"running"``, no verdict), from every run's log in the runs
+    folder or else the archive, finished or not: what the figure scripts draw while the runs go on
+    (``--interim PATH``; never written to ``results/full``)."""
+    root = runs_root() if root is None else root
+    runs = []
+    for p in planned_runs(spec, root):
+        log, where = _read_log(p.out.name, root, archive)
+        epochs = [e for e in (log or {}).get("epochs", []) if e["epoch"] > 0]
+        if epochs:
+            runs.append({"group": p.group, "net": p.net, "row": p.row, "seed": p.seed, "n_labels": p.n_labels,
+                         **curves({"epochs": epochs}), "planned_epochs": p.config.epochs, "log": where})
+    return {"id": CLAIM.id, "status": "running", "mode": "interim",
+            "measured": {"runs": runs, "labels_table": labels_table(runs, spec), "paper_error_100": PAPER_ERROR_100,
+                         "pass_error": PASS_ERROR,
+                         "protocol": {"epochs": spec["epochs"], "lr_schedule": lr_schedule(spec["epochs"]),
+                                      "table": {k: list(v) if isinstance(v, tuple) else v
+                                                for k, v in spec["table"].items()}}}}
+
+
 def progress_table(rows: list[dict]) -> str:
     """:func:`progress` as a Markdown table (the archive's README keeps one)."""
     lines = ["| run | group | epochs | test error, last logged epoch | validation-selected epoch (test error) "
@@ -418,6 +439,11 @@ if __name__ == "__main__":
         sys.exit(0)
     if sys.argv[1:] == ["--progress"]:  # how far the --full runs have come, as a Markdown table
         print(progress_table(progress()))
+        sys.exit(0)
+    if len(sys.argv) == 3 and sys.argv[1] == "--interim":  # a record-shaped view of the runs so far, for figures
+        from drmm_ref._files import atomic_write_json
+
+        print(atomic_write_json(sys.argv[2], interim_record()))
         sys.exit(0)
     if sys.argv[1:] == ["--archive"]:  # copy the runs' logs, without per-step traces, into results/runs/
         for path in archive_logs():
