@@ -148,3 +148,23 @@ def test_resuming_with_another_thread_count_warns(tmp_path):
     with pytest.warns(RuntimeWarning, match="2 thread"):
         res = train(longer, data, tmp_path, progress=False, threads=1)
     assert res.log["epochs"][-1]["epoch"] == 2 and res.log["epochs"][-1]["threads"] == 1
+
+
+def test_runs_record_subnormal_flushing_and_a_resume_with_the_other_setting_warns(tmp_path):
+    """Each epoch says whether subnormals were flushed; off or on, a run's numbers agree far above ``tiny``."""
+    from drmm_ref.backend import flush_denormals_problem
+
+    data = synthetic_digits(120, 40, 40, seed=3)
+    cfg = TrainConfig(model="drmm", net=NARROW, epochs=1, batch_size=40, data="synthetic", monitor_size=0)
+    on = train(cfg, data, tmp_path / "on", progress=False, threads=1)
+    off = train(cfg, data, tmp_path / "off", progress=False, threads=1, flush_denormals=False)
+    supported = flush_denormals_problem() is None
+    assert on.log["epochs"][-1]["flush_denormals"] is supported
+    assert off.log["epochs"][-1]["flush_denormals"] is False
+    ta, tb = trainable(on.params), trainable(off.params)
+    for name in ta:
+        np.testing.assert_allclose(host(ta[name]), host(tb[name]), rtol=1e-5, atol=1e-7, err_msg=name)
+    if supported:
+        with pytest.warns(RuntimeWarning, match="subnormal flushing off"):
+            res = train(dataclasses.replace(cfg, epochs=2), data, tmp_path / "off", progress=False, threads=1)
+        assert [e.get("flush_denormals") for e in res.log["epochs"]] == [None, False, True]

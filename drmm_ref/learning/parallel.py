@@ -70,6 +70,20 @@ def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
         return _POOLS[threads]
 
 
+def restart_pools() -> None:
+    """Shut the shard threads down; the next sharded call starts new ones.
+
+    A thread takes the CPU's floating-point modes of the thread that starts it (C11 7.6), so the
+    trainer calls this when it enters and leaves :func:`drmm_ref.backend.flush_denormals`: the
+    shards then compute in the same mode as the calling thread.
+    """
+    with _LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.shutdown(wait=True)
+
+
 @contextlib.contextmanager
 def _single_threaded_blas():
     """One BLAS thread per shard while the shards run (threads x BLAS threads would oversubscribe the cores)."""

@@ -86,7 +86,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import _backend
+from .. import _backend, _fpenv
 from .._files import atomic_write_json, remove_temporaries
 from ..drmm import DRMMParams, Network, bottom_up, init_params, render
 from ..drmm._common import check_finite_output
@@ -98,7 +98,7 @@ from .config import MODELS, TrainConfig
 from .fit_loop import (STEP_COLUMNS, Batches, EpochProgress, FitState, TrainingDiverged, check_split, diverged, fit,
                   prior_summary, step_summary)
 from .objectives import cross_entropy, reconstruction
-from .parallel import default_threads, sharded_scores
+from .parallel import default_threads, restart_pools, sharded_scores
 from .semi import align_classes, cluster_accuracy, confusion_matrix, label_split
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "load_data", "latest_checkpoint", "resume_point",
@@ -444,7 +444,7 @@ def _first_nonfinite(obj: Any, where: str = "") -> str | None:
 
 def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: bool = True, progress: bool = True,
           keep_checkpoints: bool = True, on_epoch: Callable[[dict], None] | None = None,
-          threads: int | None = None) -> TrainResult:
+          threads: int | None = None, flush_denormals: bool = True) -> TrainResult:
     """Train for ``config.epochs`` epochs, evaluating, logging and checkpointing after each.
 
     Parameters
@@ -471,6 +471,12 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         :mod:`~drmm_ref.learning.parallel`); default: every core this process may use. A resumed run
         is bit-identical to an uninterrupted one for the same number of threads; runs with different
         numbers differ in the last bits. Only the NumPy backend shards (CuPy: one device, one stream).
+    flush_denormals : bool, default True
+        Flush subnormal floats to zero on the host CPU while the run computes
+        (:func:`drmm_ref.backend.flush_denormals`): trained parameters make float32 subnormals
+        that slow a step down up to 2.2x; flushing changes only numbers below 1.2e-38. Each epoch
+        record says whether it was on (``flush_denormals``); like ``threads``, a run resumed with
+        the other setting continues correctly but no longer bit-identically.
 
     Returns
     -------
@@ -507,11 +513,18 @@ def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: boo
         n_threads = default_threads() if threads is None else threads
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=n_threads if config.cg_blocks else 1, user_api="blas"):
-            return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads)
+        with threadpool_limits(limits=n_threads if config.cg_blocks else 1, user_api="blas"), \
+                _fpenv.flush_denormals(flush_denormals) as flushed:
+            restart_pools()  # shard threads take the calling thread's floating-point modes when they start
+            try:
+                return _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads,
+                                     flushed)
+            finally:
+                restart_pools()
 
 
-def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads) -> TrainResult:
+def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoch, threads,
+                  flushed) -> TrainResult:
     from tqdm.auto import tqdm
 
     net = config.network
@@ -562,6 +575,13 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
             warnings.warn(f"{out}: this run trained with {before} thread(s) and resumes with {threads}: it continues "
                           "correctly but no longer bit-identically to an uninterrupted run (the data-parallel shards "
                           f"add in another order); pass threads={before} (--threads {before}) for that",
+                          RuntimeWarning, stacklevel=3)
+        was = next((e["flush_denormals"] for e in reversed(log.get("epochs", [])) if "flush_denormals" in e), None)
+        if was is not None and was != flushed:
+            warnings.warn(f"{out}: this run trained with subnormal flushing {'on' if was else 'off'} and resumes "
+                          f"with it {'on' if flushed else 'off'}: it continues correctly but no longer "
+                          "bit-identically to an uninterrupted run; pass flush_denormals="
+                          f"{was} ({'the default' if was else '--no-flush-denormals'}) for that",
                           RuntimeWarning, stacklevel=3)
         log["config"] = cfg_dict
     else:
@@ -623,6 +643,7 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
                             p.wall_seconds + time.perf_counter() - t0, val, test, p.stats, monitor, p.cpu_seconds,
                             run["cumulative_cpu"])
         rec["threads"] = threads
+        rec["flush_denormals"] = flushed
         if "whole_set" in s.record:  # m_step="whole-set": RC before/after each block at the E-step's latents
             rec["whole_set"] = s.record["whole_set"]
         if schedule_spec != "constant":  # logs of constant-rate runs stay as they were
