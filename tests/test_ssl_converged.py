@@ -112,17 +112,18 @@ def test_progress_reads_the_runs_folder_then_the_archive_and_archive_drops_the_s
     import json
 
     root, archive = tmp_path / "runs", tmp_path / "archive"
-    names = [p.out.name for p in C.planned_runs(C.FULL, root)]
+    planned = C.planned_runs(C.FULL, root)
+    names, configs = [p.out.name for p in planned], [p.config.to_dict() for p in planned]
     epochs = [{"epoch": 0, "test_error": 0.9, "validation_error": 0.9},
               {"epoch": 1, "test_error": 0.1, "validation_error": 0.2, "cumulative_train_cpu_seconds": 50.0,
                "steps": [{"objective": 1.0}] * 3},
               {"epoch": 2, "test_error": 0.2, "validation_error": 0.1, "cumulative_train_cpu_seconds": 100.0,
                "steps": [{"objective": 0.5}] * 3}]
     (root / names[0]).mkdir(parents=True)
-    (root / names[0] / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs,
+    (root / names[0] / "log.json").write_text(json.dumps({"config": configs[0], "epochs": epochs,
                                                           "steps": {"objective": [1.0, 0.5]}}))
     (archive / names[1]).mkdir(parents=True)
-    (archive / names[1] / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs[:2]}))
+    (archive / names[1] / "log.json").write_text(json.dumps({"config": configs[1], "epochs": epochs[:2]}))
     rows = {r["run"]: r for r in C.progress(root, archive)}
     assert rows[names[0]]["epochs_done"] == 2 and rows[names[0]]["log"] == "runs folder"
     assert rows[names[0]]["test_error"] == 0.2 and rows[names[0]]["selected_epoch"] == 2
@@ -135,7 +136,12 @@ def test_progress_reads_the_runs_folder_then_the_archive_and_archive_drops_the_s
     assert written == [archive / names[0] / "log.json"]
     slim = json.loads(written[0].read_text())
     assert [e["epoch"] for e in slim["epochs"]] == [0, 1, 2] and all("steps" not in e for e in slim["epochs"])
-    assert "steps" not in slim and slim["config"] == {}
+    assert "steps" not in slim and slim["config"] == configs[0]
+    # a log of another configuration under a planned run's name is refused, not counted as that run
+    (root / names[2]).mkdir(parents=True)
+    (root / names[2] / "log.json").write_text(json.dumps({"config": configs[0], "epochs": epochs}))
+    with pytest.raises(ValueError, match="another configuration"):
+        C.progress(root, archive)
 
 
 def test_fig_ssl_draws_the_converged_records_label_table_and_fig_ssl_converged_only_n_l_100(tmp_path, monkeypatch):
@@ -212,12 +218,13 @@ def test_interim_record_has_every_logged_run_and_no_verdict(tmp_path):
     import json
 
     root, archive = tmp_path / "runs", tmp_path / "archive"
-    names = [p.out.name for p in C.planned_runs(C.FULL, root)]
+    planned = C.planned_runs(C.FULL, root)
+    names, configs = [p.out.name for p in planned], [p.config.to_dict() for p in planned]
     epochs = [{"epoch": 0, "test_error": 0.9, "validation_error": 0.9},
               {"epoch": 1, "test_error": 0.1, "validation_error": 0.2}]
-    for folder, name in ((root, names[0]), (archive, names[1])):
+    for folder, name, config in ((root, names[0], configs[0]), (archive, names[1], configs[1])):
         (folder / name).mkdir(parents=True)
-        (folder / name / "log.json").write_text(json.dumps({"config": {}, "epochs": epochs}))
+        (folder / name / "log.json").write_text(json.dumps({"config": config, "epochs": epochs}))
     rec = C.interim_record(root, archive)
     assert rec["status"] == "running" and "PASS" not in rec["measured"]
     runs = rec["measured"]["runs"]

@@ -63,7 +63,7 @@ def finished_log(claim_id: str, run_name: str, config: Any, *, runs: Path | None
 
 
 def find_finished_log(claim_id: str, run_name: str, config: Any, *, runs: Path | None = None,
-                      archive: Path | None = None) -> tuple[dict, str] | None:
+                      archive: Path | None = None, finished: bool = True) -> tuple[dict, str] | None:
     """The log of a finished run of ``config`` and where it was found; None when there is none.
 
     Looks first in the runs folder (``runs_root(claim_id)/<run_name>/log.json``, or ``runs``), then in the
@@ -79,6 +79,8 @@ def find_finished_log(claim_id: str, run_name: str, config: Any, *, runs: Path |
         for the checkpoint cadence and ``epochs`` (``drmm_ref.learning.trainer.RESUMABLE_CHANGES``).
     runs, archive : Path, optional
         The folders holding ``<run_name>/log.json`` (defaults above).
+    finished : bool, default True
+        False: the first log of ``config`` found, finished or not (how far a run has come).
 
     Returns
     -------
@@ -112,7 +114,7 @@ def find_finished_log(claim_id: str, run_name: str, config: Any, *, runs: Path |
         epochs = [e.get("epoch") for e in log.get("epochs", [])]
         if epochs != list(range(len(epochs))):
             raise ValueError(f"{path}: the log's epochs are {epochs}, not 0, 1, ..., N: a damaged log")
-        if epochs and epochs[-1] == config.epochs:
+        if not finished or (epochs and epochs[-1] == config.epochs):
             return log, label or _relative(path)
     return None
 

@@ -327,21 +327,20 @@ def slim_log(log: dict) -> dict:
             "epochs": [{k: v for k, v in e.items() if k != "steps"} for e in log["epochs"]]}
 
 
-def _read_log(name: str, root: Path, archive: Path) -> tuple[dict | None, str]:
-    for where, folder in (("runs folder", root), ("archive", archive)):
-        path = folder / name / "log.json"
-        if path.is_file():
-            return json.loads(path.read_text()), where
-    return None, "-"
+def _logged_runs(root: Path | None, archive: Path, spec: dict):
+    """Every planned run with a logged epoch: ``(planned run, its epoch records after epoch 0, where the log is)``,
+    from the runs folder, else the archive (finished or not; the log's configuration must be the planned one)."""
+    root = runs_root() if root is None else root
+    for p in planned_runs(spec, root):
+        found = _claim.find_finished_log(CLAIM.id, p.out.name, p.config, runs=root, archive=archive, finished=False)
+        epochs = [] if found is None else [e for e in found[0].get("epochs", []) if e["epoch"] > 0]
+        yield p, epochs, "-" if found is None else found[1] if found[1] == "runs folder" else "archive"
 
 
 def progress(root: Path | None = None, archive: Path = ARCHIVE, spec: dict = FULL) -> list[dict]:
     """How far every planned ``--full`` run has come, from its log in the runs folder (else the archive)."""
-    root = runs_root() if root is None else root
     out = []
-    for p in planned_runs(spec, root):
-        log, where = _read_log(p.out.name, root, archive)
-        epochs = [e for e in (log or {}).get("epochs", []) if e["epoch"] > 0]
+    for p, epochs, where in _logged_runs(root, archive, spec):
         entry = {"run": p.out.name, "group": p.group, "epochs_done": len(epochs), "epochs": p.config.epochs,
                  "log": where}
         if epochs:
@@ -357,14 +356,9 @@ def interim_record(root: Path | None = None, archive: Path = ARCHIVE, spec: dict
     """A record-shaped view of the runs so far (status ``"running"``, no verdict), from every run's log in the runs
     folder or else the archive, finished or not: what the figure scripts draw while the runs go on
     (``--interim PATH``; never written to ``results/full``)."""
-    root = runs_root() if root is None else root
-    runs = []
-    for p in planned_runs(spec, root):
-        log, where = _read_log(p.out.name, root, archive)
-        epochs = [e for e in (log or {}).get("epochs", []) if e["epoch"] > 0]
-        if epochs:
-            runs.append({"group": p.group, "net": p.net, "row": p.row, "seed": p.seed, "n_labels": p.n_labels,
-                         **curves({"epochs": epochs}), "planned_epochs": p.config.epochs, "log": where})
+    runs = [{"group": p.group, "net": p.net, "row": p.row, "seed": p.seed, "n_labels": p.n_labels,
+             **curves({"epochs": epochs}), "planned_epochs": p.config.epochs, "log": where}
+            for p, epochs, where in _logged_runs(root, archive, spec) if epochs]
     return {"id": CLAIM.id, "status": "running", "mode": "interim",
             "measured": {"runs": runs, "labels_table": labels_table(runs, spec), "paper_error_100": PAPER_ERROR_100,
                          "pass_error": PASS_ERROR,
