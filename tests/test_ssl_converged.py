@@ -25,16 +25,19 @@ def test_the_recorded_commands_build_exactly_the_claims_configurations():
         net = next(n for n in spec["nets"] if name.startswith(n + "-") and name[len(n) + 1:].split("-nl")[0] in C.ROWS)
         row = name[len(net) + 1:].split("-nl")[0]
         n_labels = int(name.split("-nl")[1].split("-")[0])
-        assert args.labels == n_labels
-        expected = C.config_for(spec, net, row, args.seed, n_labels=n_labels)
+        epochs = int(name.split("-e")[-1]) if "-seed" in name and "-e" in name.split("-seed")[1] else None
+        assert args.labels == n_labels and args.epochs == (epochs or spec["epochs"])
+        expected = C.config_for(spec, net, row, args.seed, n_labels=n_labels, epochs=epochs)
         assert train_config(args).to_dict() == expected.to_dict(), cmd
-        seen.add((net, row, args.seed, n_labels))
-    assert ("conv-small", "drmm-relu-topdown", 0, 100) in seen
-    assert {(table["net"], r, 0, n) for r in table["rows"] for n in table["n_labels"]} <= seen
+        seen.add((net, row, args.seed, n_labels, epochs))
+    assert ("conv-small", "drmm-relu-topdown", 0, 100, None) in seen
+    assert ("conv-small", "drmm-ce-rc-nn-h", 0, 100, C.LONG_EPOCHS) in seen
+    assert {(table["net"], r, 0, n, None) for r in table["rows"] for n in table["n_labels"]} <= seen
     assert len(seen) == len(cmds)  # no run twice
-    # seed 0 of the verdict first, seeds 1 and 2 of the verdict last
+    # seed 0 of the verdict first, then seeds 1 and 2 of the verdict, the long informational run last
     assert all(" --seed 0 " in c and "--labels 100 " in c for c in cmds[:len(spec["nets"]) * len(spec["rows"])])
-    assert all(" --seed 0 " not in c for c in cmds[-len(spec["nets"]) * len(spec["rows"]) * 2:])
+    assert all(" --seed 0 " not in c for c in cmds[-len(spec["nets"]) * len(spec["rows"]) * 2 - 1:-1])
+    assert f"--epochs {C.LONG_EPOCHS} " in cmds[-1] and f"linear-decay:{C.LONG_EPOCHS // 2} " in cmds[-1]
     assert C.config_for(spec, "conv-small", "drmm-relu-topdown", 0).relu_topdown
     assert C.config_for(spec, "conv-small", "drmm-ce-rc-nn-h", 0).lr_schedule == f"linear-decay:{spec['epochs'] // 2}"
 
@@ -176,6 +179,15 @@ def test_fig_ssl_draws_the_converged_records_label_table_and_fig_ssl_converged_o
     fig_ssl_converged.plot(record, tmp_path)  # the epoch curves: N_L = 100 runs only
     curves = [ln for ln in drawn[1].axes[0].lines if list(ln.get_xdata()) == [1, 2]]
     assert sorted(ln.get_ydata()[-1] for ln in curves) == pytest.approx([4.0, 15.0])
+    # a longer informational run (unfinished: 3 of 5 epochs): dashed, its epochs in the label, the axis to 5
+    long = {**_run("conv-small", "drmm-ce-rc-nn-h", 0, 100, 0.03, "extra"), "planned_epochs": 5,
+            "test_error_per_epoch": [0.5, 0.1, 0.03], "selected_epoch": 3, "selected_test_error": 0.03}
+    record["measured"]["runs"] = runs + [long]
+    fig_ssl_converged.plot(record, tmp_path)
+    ax = drawn[2].axes[0]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--" and list(ln.get_xdata()) == [1, 2, 3]]
+    assert len(dashed) == 1 and dashed[0].get_label().endswith(", 5 epochs")
+    assert ax.get_xlim() == pytest.approx((0.5, 5.5))
 
 
 def test_a_finished_run_is_collected_from_the_archive_with_its_d1_distance_once_its_checkpoints_are_gone(tmp_path):

@@ -6,8 +6,9 @@
 #   JOBS=1 DRMM_REF_RUNS=/big/disk bash results/runs/ssl-mnist-converged/run.sh
 #   DRY_RUN=1 bash results/runs/ssl-mnist-converged/run.sh   # print the commands, run nothing
 #
-# Needs `pip install -e .`. The commands are `python -m validation.ssl_mnist_converged --commands` (13 runs: the 12
-# of the verdict and the relu-topdown extra; ~15 CPU-hours on the 2-core development machine). Each writes
+# Needs `pip install -e .`. The commands are `python -m validation.ssl_mnist_converged --commands` (20 runs: the 12
+# of the verdict, the relu-topdown extra, the 6 of the N_L table and the 50-epoch extra last; ~25 CPU-hours on the
+# 2-core development machine with subnormals flushed). Each writes
 # <out>.log beside its folder under $DRMM_REF_RUNS/ssl-mnist-converged/ (default ~/.cache/drmm_ref/runs) and resumes
 # from its last checkpoint (mid-epoch ones included, every 10 minutes) when started again, so the script can be
 # stopped and started at will. Each run uses one thread (named in its command: a run's numbers depend on it).
