@@ -442,6 +442,11 @@ def _first_nonfinite(obj: Any, where: str = "") -> str | None:
     return None
 
 
+def _last_logged(log: dict, key: str) -> Any:
+    """``key`` of the last epoch record that has it (older logs and epoch 0 lack run settings), else None."""
+    return next((e[key] for e in reversed(log.get("epochs", [])) if e.get(key) is not None), None)
+
+
 def train(config: TrainConfig, data: Any, out: str | os.PathLike, *, resume: bool = True, progress: bool = True,
           keep_checkpoints: bool = True, on_epoch: Callable[[dict], None] | None = None,
           threads: int | None = None, flush_denormals: bool = True) -> TrainResult:
@@ -570,13 +575,13 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
             ckpt.rng_state
         if ckpt.mid_epoch is not None:
             partial = EpochProgress.from_json(ckpt.mid_epoch, ckpt.start_params)
-        before = next((e.get("threads") for e in reversed(log.get("epochs", [])) if e.get("threads")), None)
+        before = _last_logged(log, "threads")
         if before is not None and before != threads:
             warnings.warn(f"{out}: this run trained with {before} thread(s) and resumes with {threads}: it continues "
                           "correctly but no longer bit-identically to an uninterrupted run (the data-parallel shards "
                           f"add in another order); pass threads={before} (--threads {before}) for that",
                           RuntimeWarning, stacklevel=3)
-        was = next((e["flush_denormals"] for e in reversed(log.get("epochs", [])) if "flush_denormals" in e), None)
+        was = _last_logged(log, "flush_denormals")
         if was is not None and was != flushed:
             warnings.warn(f"{out}: this run trained with subnormal flushing {'on' if was else 'off'} and resumes "
                           f"with it {'on' if flushed else 'off'}: it continues correctly but no longer "
