@@ -342,8 +342,11 @@ def _logged_runs(root: Path | None, archive: Path, spec: dict):
     root = runs_root() if root is None else root
     for p in planned_runs(spec, root):
         found = _claim.find_finished_log(CLAIM.id, p.out.name, p.config, runs=root, archive=archive, finished=False)
-        epochs = [] if found is None else [e for e in found[0].get("epochs", []) if e["epoch"] > 0]
-        yield p, epochs, "-" if found is None else found[1] if found[1] == "runs folder" else "archive"
+        if found is None:
+            yield p, [], "-"
+            continue
+        log, where = found
+        yield p, [e for e in log.get("epochs", []) if e["epoch"] > 0], where if where == "runs folder" else "archive"
 
 
 def progress(root: Path | None = None, archive: Path = ARCHIVE, spec: dict = FULL) -> list[dict]:
