@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from drmm_ref.backend import flush_denormals, flush_denormals_problem, keep_freed_host_memory  # noqa: E402
 from drmm_ref.drmm import bottom_up, init_params, preset  # noqa: E402
 from drmm_ref.learning import Adam, EGConfig, LossWeights, eg_step, mnist_or_synthetic, trainable  # noqa: E402
+from validation._provenance import git_state  # noqa: E402
 
 BATCH = 128
 WEIGHTS = LossWeights(ce=1, rc=1, nn=0.5, h=0.2, h_sign="entropy")
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     y = np.asarray(data.train.labels[:BATCH]).astype(np.int64)
     y[BATCH // 2:] = -1  # half unlabelled, as in the semi-supervised runs
     steps, rounds = (1, 1) if args.quick else (args.steps, args.rounds)
-    result = {"data": data.source, "batch": BATCH, "net": "conv-small", "threads": 1}
+    result = {"data": data.source, "batch": BATCH, "net": "conv-small", "threads": 1, **git_state()}
     with threadpool_limits(limits=1, user_api="blas"):
         for key, scale in (("spread", args.scale), ("baseline", 1.0)):
             r = result[key] = time_case(x, y, scale, steps, rounds)
