@@ -242,3 +242,13 @@ def test_interim_record_has_every_logged_run_and_no_verdict(tmp_path):
     runs = rec["measured"]["runs"]
     assert [r["log"] for r in runs] == ["runs folder", "archive"] and all(r["epochs"] == 1 for r in runs)
     assert rec["measured"]["labels_table"]["100"]  # the first two planned runs are conv-small at N_L = 100
+
+
+def test_replace_progress_table_swaps_only_the_table_and_refuses_a_readme_without_one():
+    readme = "# runs\n\ntext\n\n| run | group |\n|---|---|\n| a | b |\n\nafter\n"
+    new = C.replace_progress_table(readme, "| run | group |\n|---|---|\n| c | d |\n| e | f |")
+    assert new == "# runs\n\ntext\n\n| run | group |\n|---|---|\n| c | d |\n| e | f |\n\nafter\n"
+    at_end = C.replace_progress_table("x\n| run | group |\n| a | b |", "| run | group |\n| z |")
+    assert at_end == "x\n| run | group |\n| z |"
+    with pytest.raises(ValueError, match="no progress table"):
+        C.replace_progress_table("# runs\n| other | table |\n", "| run | group |")

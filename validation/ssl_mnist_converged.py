@@ -35,7 +35,8 @@ runs, also from mid-epoch checkpoints) and collects; ``python -m validation.ssl_
 --commands`` prints the training commands (run them in any order, two at a time on this machine).
 ``--progress`` prints how far every run has come (a Markdown table); ``--interim PATH`` writes a record-shaped view of
 the runs so far (status "running") for the figure scripts' ``--record``; ``--archive`` copies the runs' logs without
-their per-step traces into ``results/runs/ssl-mnist-converged/`` (unfinished runs too). ``--quick``: ``small2``, one
+their per-step traces into ``results/runs/ssl-mnist-converged/`` (unfinished runs too) and rewrites the progress
+table in its README. ``--quick``: ``small2``, one
 seed, 1,000 training images, 3 epochs with the same schedule shape; it records ``measured`` only.
 """
 
@@ -395,6 +396,19 @@ def progress_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def replace_progress_table(text: str, table: str) -> str:
+    """``text`` (the archive's README) with its progress table (the block of lines from the one starting
+    ``| run | group |`` to the last table line after it) replaced by ``table``."""
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith("| run | group |")), None)
+    if start is None:
+        raise ValueError("the README has no progress table (a line starting '| run | group |') to replace")
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[:start] + table.split("\n") + lines[end:])
+
+
 def archive_logs(root: Path | None = None, archive: Path = ARCHIVE, test_images=None, spec: dict = FULL
                  ) -> list[Path]:
     """Copy every planned run's log (slim, :func:`slim_log`) from the runs folder into the archive, atomically;
@@ -452,7 +466,11 @@ if __name__ == "__main__":
         print(atomic_write_json(sys.argv[2], interim_record()))
         sys.exit(0)
     if sys.argv[1:] == ["--archive"]:  # copy the runs' logs, without per-step traces, into results/runs/
+        from drmm_ref._files import atomic_write_text
+
         for path in archive_logs():
             print(path)
+        readme = ARCHIVE / "README.md"  # and its progress table, as the runs folder now has it
+        print(atomic_write_text(readme, replace_progress_table(readme.read_text(), progress_table(progress()))))
         sys.exit(0)
     sys.exit(exit_code(main()))
