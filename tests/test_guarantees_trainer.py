@@ -7,6 +7,7 @@ Named regressions are the cases of a hostile-user review that lost data or gave 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -302,6 +303,39 @@ def test_mid_epoch_resume_is_bit_identical(tmp_path, monkeypatch, model, every, 
     assert _untimed(full.log) == _untimed(resumed.log)
     a, b = load_checkpoint(latest_checkpoint(tmp_path / "full")), load_checkpoint(latest_checkpoint(tmp_path / "cut"))
     assert a.rng_state == b.rng_state and a.opt_state.step == b.opt_state.step
+
+
+@pytest.mark.parametrize("model", ["drmm", "dcn"])
+def test_a_run_resumes_mid_epoch_on_another_backend_with_a_warning(tmp_path, monkeypatch, model):
+    """``backend`` may change on resume (a CPU run continued on a GPU): checkpoints load onto the new namespace,
+    the run warns that it is no longer bit-identical, each epoch names its backend, the result agrees with an
+    uninterrupted run to rounding, and the run goes back to NumPy the same way. array_api_strict stands in for
+    CuPy here (another namespace, on any machine)."""
+    import array_api_strict
+
+    from drmm_ref._backend import get_namespace
+
+    data = _data(60)
+    cfg = _cfg(model=model, epochs=3, batch_size=6, checkpoint_every_steps=4, checkpoint_every_seconds=None)
+    full = train(cfg, data, tmp_path / "full", progress=False)
+    with monkeypatch.context() as m:
+        _interrupting_step(m, 14)  # four steps into epoch 2: its mid-epoch checkpoint
+        with pytest.raises(_Interrupt):
+            train(cfg, data, tmp_path / "cut", progress=False)
+    assert resume_point(tmp_path / "cut").name == MID_EPOCH_CHECKPOINT
+    strict = dataclasses.replace(cfg, epochs=2, backend="array_api_strict")
+    with pytest.warns(RuntimeWarning, match="trained on the numpy backend and resumes on array_api_strict"):
+        moved = train(strict, data, tmp_path / "cut", progress=False)
+    assert get_namespace(moved.params.class_templates) is get_namespace(array_api_strict.asarray(0.0))
+    with pytest.warns(RuntimeWarning, match="trained on the array_api_strict backend and resumes on numpy"):
+        back = train(cfg, data, tmp_path / "cut", progress=False)
+    assert [e.get("backend") for e in back.log["epochs"]] == [None, "numpy", "array_api_strict", "numpy"]
+    assert back.log["finished"] and back.log["config"]["backend"] == "numpy"
+    ta, tb = trainable(full.params), trainable(back.params)
+    for name in ta:
+        np.testing.assert_allclose(host(tb[name]), host(ta[name]), rtol=1e-4, atol=1e-6, err_msg=name)
+    for a, b in zip(full.log["epochs"], back.log["epochs"]):
+        assert a["test_error"] == pytest.approx(b["test_error"], abs=1 / 20)  # at most one image in 20 flips
 
 
 def test_checkpoint_cadence_may_change_on_resume_and_restart_clears_the_run(tmp_path, monkeypatch):

@@ -195,6 +195,9 @@ def test_finished_log_from_the_runs_folder_then_the_archive(tmp_path):
     # the checkpoint cadence does not change a run; the epoch budget decides whether it has finished
     assert _claim.finished_log("c", "r", dataclasses.replace(cfg, checkpoint_every_steps=7), **kw)
     assert _claim.finished_log("c", "r", dataclasses.replace(cfg, epochs=12), **kw) is None
+    # nor does the backend it finished on (a run resumed on a GPU is the planned run)
+    _put(runs, "r", _log(dataclasses.replace(cfg, backend="cupy"), 10))
+    assert _claim.finished_log("c", "r", cfg, **kw)["config"]["backend"] == "cupy"
 
 
 def test_unfinished_logs_give_none(tmp_path):

@@ -76,7 +76,7 @@ def find_finished_log(claim_id: str, run_name: str, config: Any, *, runs: Path |
     config : drmm_ref.learning.TrainConfig
         The planned configuration; the log's ``config`` must be the same (read with
         ``TrainConfig.from_dict``, so fields added since the log was written take their defaults), except
-        for the checkpoint cadence and ``epochs`` (``drmm_ref.learning.trainer.RESUMABLE_CHANGES``).
+        for the checkpoint cadence, ``epochs`` and ``backend`` (``drmm_ref.learning.trainer.RESUMABLE_CHANGES``).
     runs, archive : Path, optional
         The folders holding ``<run_name>/log.json`` (defaults above).
     finished : bool, default True

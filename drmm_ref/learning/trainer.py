@@ -29,7 +29,10 @@ One run = one :class:`TrainConfig` and one output folder:
 Exact resume: rerunning :func:`train` on the same folder continues after the last checkpoint, an
 epoch's or a mid-epoch one; the shuffling generator, the optimiser state and the parameters are
 restored bit for bit, so a resumed run ends bit-identical to an uninterrupted one on the same
-backend, whether it was stopped between epochs, killed (SIGKILL) or interrupted (Ctrl-C).
+backend, whether it was stopped between epochs, killed (SIGKILL) or interrupted (Ctrl-C). A run may
+resume on another backend (``backend`` is one of :data:`RESUMABLE_CHANGES`; e.g. started with NumPy on a
+CPU, continued with CuPy on a GPU): it continues correctly, not bit-identically, with a warning; every
+epoch record names the backend that trained it.
 
 What the trainer guarantees (``docs/guarantees.md``):
 
@@ -111,8 +114,9 @@ MID_EPOCH_CHECKPOINT = "mid-epoch.npz"
 #: The lock a run holds on its output folder.
 LOCK_NAME = ".drmm-ref-train.lock"
 #: Configuration fields that may change between a run and its resumption (they do not change the result;
-#: ``epochs`` only while the learning-rate schedule does not depend on it).
-RESUMABLE_CHANGES = ("epochs", "checkpoint_every_steps", "checkpoint_every_seconds")
+#: ``epochs`` only while the learning-rate schedule does not depend on it; ``backend`` changes only the rounding,
+#: like the thread count: a run started with NumPy may go on on a GPU with CuPy, and back).
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every_steps", "checkpoint_every_seconds", "backend")
 
 
 class FolderInUse(ValueError):
@@ -534,6 +538,7 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
 
     net = config.network
     xp = _backend.resolve_namespace(config.backend)
+    backend = _backend.namespace_name(xp)
     threads = default_threads() if threads is None else _checks.count(threads, "threads")
     if _backend.namespace_name(xp) != "numpy":
         threads = 1
@@ -575,8 +580,14 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
             ckpt.rng_state
         if ckpt.mid_epoch is not None:
             partial = EpochProgress.from_json(ckpt.mid_epoch, ckpt.start_params)
+        used = _last_logged(log, "backend") or (ckpt.config or {}).get("backend")  # older logs: the saved config
         before = _last_logged(log, "threads")
-        if before is not None and before != threads:
+        if used is not None and used != backend:  # (the thread count then changes the numbers no further)
+            warnings.warn(f"{out}: this run trained on the {used} backend and resumes on {backend}: it continues "
+                          "correctly but no longer bit-identically to an uninterrupted run (the arrays' kernels "
+                          "round differently); each epoch record names the backend that trained it",
+                          RuntimeWarning, stacklevel=3)
+        elif before is not None and before != threads:
             warnings.warn(f"{out}: this run trained with {before} thread(s) and resumes with {threads}: it continues "
                           "correctly but no longer bit-identically to an uninterrupted run (the data-parallel shards "
                           f"add in another order); pass threads={before} (--threads {before}) for that",
@@ -649,6 +660,7 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
                             run["cumulative_cpu"])
         rec["threads"] = threads
         rec["flush_denormals"] = flushed
+        rec["backend"] = backend
         if "whole_set" in s.record:  # m_step="whole-set": RC before/after each block at the E-step's latents
             rec["whole_set"] = s.record["whole_set"]
         if schedule_spec != "constant":  # logs of constant-rate runs stay as they were
