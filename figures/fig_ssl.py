@@ -76,6 +76,7 @@ def plot(record: dict, out: Path) -> list[Path]:
     else:
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
     n_ls = sorted(int(n) for n in table)
+    unfinished = False
     for i, row in enumerate(rows):
         colour, marker, label = STYLE.get(row, (f"C{i + 3}", "^", row))
         xs = [n for n in n_ls if row in table[str(n)]]
@@ -86,11 +87,17 @@ def plot(record: dict, out: Path) -> list[Path]:
         std = [100 * table[str(n)][row]["std"] for n in xs]
         ax.errorbar([x * shift for x in xs], mean, yerr=std, color=colour, marker=marker, capsize=3, lw=1.5,
                     label=f"{label} (n={table[str(xs[0])][row]['n_seeds']})")
-        for x in xs:
+        for x, y in zip(xs, mean):
             ys = [100 * v for v in table[str(x)][row]["per_seed"]]
             ax.scatter([x * shift] * len(ys), ys, color=colour, s=10, alpha=0.45, zorder=3)
+            if table[str(x)][row].get("n_unfinished"):  # an interim view: a run not at its last epoch yet
+                ax.scatter([x * shift], [y], marker=marker, s=45, facecolor="white", edgecolor=colour, zorder=5)
+                unfinished = True
     ax.scatter([100], [100 * m["paper_error_100"]], marker="*", s=160, color="k", zorder=4,
                label="paper: 0.57% (100 labels)")
+    if unfinished:
+        ax.scatter([], [], marker="o", s=45, facecolor="white", edgecolor="0.3",
+                   label="hollow: a run still training (its last logged epoch)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(n_ls + ([100] if 100 not in n_ls else []))

@@ -109,6 +109,11 @@ def test_labels_table_takes_n_l_100_from_the_verdict_runs_and_the_rest_from_the_
     assert t["100"]["dcn"]["mean"] == pytest.approx(0.15) and t["100"]["dcn"]["n_seeds"] == 2
     assert "drmm-relu-topdown" not in t["100"]  # not a table row; other nets not either
     assert t["600"]["drmm-ce-rc-nn-h"]["per_seed"] == [0.02]
+    assert t["100"]["dcn"]["n_unfinished"] == 0
+    # an interim view: a run short of its planned epochs is counted, so that the figure can mark it
+    interim = [{**_run("a", "dcn", 0, 600, 0.04, "table"), "epochs": 7, "planned_epochs": 20},
+               {**_run("a", "dcn", 1, 600, 0.03, "table"), "epochs": 20, "planned_epochs": 20}]
+    assert C.labels_table(interim, spec)["600"]["dcn"]["n_unfinished"] == 1
 
 
 def test_progress_reads_the_runs_folder_then_the_archive_and_archive_drops_the_step_traces(tmp_path):
@@ -188,6 +193,15 @@ def test_fig_ssl_draws_the_converged_records_label_table_and_fig_ssl_converged_o
     dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--" and list(ln.get_xdata()) == [1, 2, 3]]
     assert len(dashed) == 1 and dashed[0].get_label().endswith(", 5 epochs")
     assert ax.get_xlim() == pytest.approx((0.5, 5.5))
+    # an interim table with the N_L = 600 DRMM run still training: its point is drawn hollow, and the legend says so
+    runs[3].update(epochs=1, planned_epochs=2)
+    record["measured"]["labels_table"] = C.labels_table(runs, spec)
+    fig_ssl.plot(record, tmp_path)
+    ax = drawn[3].axes[0]
+    hollow = [c for c in ax.collections if len(c.get_offsets()) == 1 and len(c.get_facecolor())
+              and tuple(c.get_facecolor()[0]) == (1, 1, 1, 1)]
+    assert [list(c.get_offsets()[0]) for c in hollow] == [pytest.approx([600 * 1.02, 2.0])]
+    assert any("still training" in t.get_text() for t in ax.get_legend().get_texts())
 
 
 def test_a_finished_run_is_collected_from_the_archive_with_its_d1_distance_once_its_checkpoints_are_gone(tmp_path):

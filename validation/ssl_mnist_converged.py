@@ -219,16 +219,19 @@ def analyse(errors: dict[str, dict[str, dict[int, float]]], spec: dict) -> dict:
 
 def labels_table(runs: list[dict], spec: dict) -> dict:
     """Last-epoch test error by label count and row on the table's net (``fig_ssl.py``'s shape: ``{str(N_L): {row:
-    {mean, std, per_seed, n_seeds}}}``); N_L = 100 from the verdict runs on that net."""
+    {mean, std, per_seed, n_seeds, n_unfinished}}}``); N_L = 100 from the verdict runs on that net. ``n_unfinished``
+    counts the runs (of an interim view) whose last logged epoch is not their planned last one."""
     table = spec.get("table")
     if not table:
         return {}
     by: dict = {}
     for r in runs:
         if r["net"] == table["net"] and r["row"] in table["rows"] and r["group"] in ("required", "table"):
-            by.setdefault(str(r["n_labels"]), {}).setdefault(r["row"], []).append(r["test_error"])
-    return {n_l: {row: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-                        "per_seed": v, "n_seeds": len(v)} for row, v in rows.items()}
+            by.setdefault(str(r["n_labels"]), {}).setdefault(r["row"], []).append(r)
+    return {n_l: {row: {"mean": statistics.mean(v := [r["test_error"] for r in rs]),
+                        "std": statistics.stdev(v) if len(v) > 1 else 0.0, "per_seed": v, "n_seeds": len(v),
+                        "n_unfinished": sum(r["epochs"] < r["planned_epochs"] for r in rs if "planned_epochs" in r)}
+                  for row, rs in rows.items()}
             for n_l, rows in sorted(by.items(), key=lambda kv: int(kv[0]))}
 
 
