@@ -117,6 +117,8 @@ def device(name: str, minutes: float, out: Path, backend: str) -> int:
         raise SystemExit(f"error: --minutes must be positive, got {minutes}")
     planned = _planned(name, runs_root(CLAIM_ID))
     config = dataclasses.replace(planned.config, backend=backend)
+    if not (STAGE / "mnist.npz").is_file():
+        raise SystemExit(f"error: {STAGE / 'mnist.npz'} is missing: run --stage here first, and carry .gpu")
     data = load_mnist(STAGE / "mnist.npz", offline=True, progress=False)
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()

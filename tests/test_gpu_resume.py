@@ -35,7 +35,17 @@ def gpu_resume(monkeypatch, tmp_path):
         return plans[name]
 
     monkeypatch.setattr(mod, "_planned", planned)
+    monkeypatch.setattr(mod, "STAGE", tmp_path / ".gpu")
+    (tmp_path / ".gpu").mkdir()
+    (tmp_path / ".gpu" / "mnist.npz").touch()  # what --stage writes (load_mnist is replaced above)
     return mod, plans, data
+
+
+def test_device_step_without_a_staged_mnist_says_what_to_do(gpu_resume, tmp_path):
+    mod, plans, data = gpu_resume
+    (tmp_path / ".gpu" / "mnist.npz").unlink()
+    with pytest.raises(SystemExit, match="run --stage here first"):
+        mod.device("tiny", 1.0, tmp_path / "out", "numpy")
 
 
 def test_device_step_trains_logs_and_brings_back_the_checkpoint(gpu_resume, tmp_path):
