@@ -540,7 +540,7 @@ def _train_locked(config, data, out, resume, progress, keep_checkpoints, on_epoc
     xp = _backend.resolve_namespace(config.backend)
     backend = _backend.namespace_name(xp)
     threads = default_threads() if threads is None else _checks.count(threads, "threads")
-    if _backend.namespace_name(xp) != "numpy":
+    if backend != "numpy":
         threads = 1
     else:
         _backend.keep_freed_host_memory()
