@@ -108,6 +108,7 @@ def device(name: str, minutes: float, out: Path, backend: str) -> int:
     os.environ["DRMM_REF_RUNS"] = str(STAGE / "runs")
     import dataclasses
 
+    from drmm_ref._files import atomic_write_json, atomic_write_text
     from drmm_ref.data import load_mnist
     from drmm_ref.learning import train
     from validation._claim import runs_root
@@ -148,7 +149,7 @@ def device(name: str, minutes: float, out: Path, backend: str) -> int:
     from drmm_ref.learning.trainer import latest_checkpoint
 
     log = json.loads((planned.out / "log.json").read_text())
-    (out / "log.json").write_text(json.dumps(slim_log(log), separators=(",", ":")) + "\n")
+    atomic_write_text(out / "log.json", json.dumps(slim_log(log), separators=(",", ":")) + "\n")
     mine = [e for e in log["epochs"] if e.get("backend") == backend]
     summary = {
         "run": name, "backend": backend, "minutes_given": minutes, "stopped_by": stopped,
@@ -158,7 +159,7 @@ def device(name: str, minutes: float, out: Path, backend: str) -> int:
         "test_error": {e["epoch"]: e["test_error"] for e in log["epochs"]},
         "device": _device_name(backend),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_json(out / "summary.json", summary, indent=1)
     ckpt = latest_checkpoint(planned.out)
     if ckpt is not None and ckpt.stat().st_size < 15 * 2**20:  # what the device tool brings back
         shutil.copy2(ckpt, out / ckpt.name)
@@ -176,8 +177,9 @@ def _device_name(backend: str) -> str:
 
 def unstage(name: str, folder: Path) -> None:
     """Put the device step's log and checkpoint into the runs folder, where the queued command resumes them."""
+    from drmm_ref._files import atomic_write
     from drmm_ref.learning import latest_checkpoint, load_checkpoint
-    from drmm_ref.learning.trainer import _same_run
+    from drmm_ref.learning.trainer import _same_run, write_json_atomic
     from validation._claim import runs_root
 
     planned = _planned(name, runs_root(CLAIM_ID))
@@ -190,13 +192,15 @@ def unstage(name: str, folder: Path) -> None:
         raise SystemExit(f"error: {ckpts[-1]} is a checkpoint of another configuration than {name} "
                          f"(differs in {differ})")
     here = latest_checkpoint(planned.out) if planned.out.is_dir() else None
-    if here is not None and load_checkpoint(here).epoch >= ckpt.epoch:
-        raise SystemExit(f"error: {planned.out} is already at epoch {load_checkpoint(here).epoch}, not behind the "
+    here_epoch = load_checkpoint(here).epoch if here is not None else None
+    if here_epoch is not None and here_epoch >= ckpt.epoch:
+        raise SystemExit(f"error: {planned.out} is already at epoch {here_epoch}, not behind the "
                          f"device's {ckpt.epoch}: nothing to bring back")
     (planned.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(ckpts[-1], planned.out / "checkpoints" / ckpts[-1].name)
+    data = ckpts[-1].read_bytes()  # written atomically: a half-copied checkpoint never sits where a run resumes
+    atomic_write(planned.out / "checkpoints" / ckpts[-1].name, lambda fh: fh.write(data))
     # the full log (with the per-step traces) is in the checkpoint's history
-    (planned.out / "log.json").write_text(json.dumps(ckpt.history, indent=1) + "\n")
+    write_json_atomic(planned.out / "log.json", ckpt.history)
     print(f"{planned.out}: resumes from {ckpts[-1].name} (epoch {ckpt.epoch})")
 
 
