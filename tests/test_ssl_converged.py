@@ -266,3 +266,41 @@ def test_replace_progress_table_swaps_only_the_table_and_refuses_a_readme_withou
     assert at_end == "x\n| run | group |\n| z |"
     with pytest.raises(ValueError, match="no progress table"):
         C.replace_progress_table("# runs\n| other | table |\n", "| run | group |")
+
+
+def test_with_runs_missing_a_fail_is_settled_only_when_no_outcome_of_them_could_pass():
+    """lowest_possible_mean puts every missing seed at 0%: above the line for every DRMM row settles the FAIL."""
+    spec = {"nets": ("a", "b"), "rows": ("dcn", "drmm-ce-rc-nn-h"), "seeds": (0, 1, 2)}
+    errors = {"a": {"dcn": {0: 0.15, 1: 0.18, 2: 0.16}, "drmm-ce-rc-nn-h": {0: 0.022, 1: 0.022, 2: 0.021}},
+              "b": {"dcn": {0: 0.15, 1: 0.2}, "drmm-ce-rc-nn-h": {0: 0.03, 1: 0.029}}}
+    out = C.analyse(errors, spec)
+    assert out["missing"] == ["b dcn: 2 of 3 seeds", "b drmm-ce-rc-nn-h: 2 of 3 seeds"]
+    assert out["lowest_possible_mean"]["b"]["drmm-ce-rc-nn-h"] == pytest.approx(0.059 / 3)
+    assert out["settled"] and not out["PASS"] and not out["complete"]
+    assert out["table"]["b"]["drmm-ce-rc-nn-h"]["n_seeds"] == 2
+    errors["b"]["drmm-ce-rc-nn-h"] = {0: 0.012}  # (0.012 + 0 + 0) / 3 = 0.4%: the missing runs could still pass
+    out = C.analyse(errors, spec)
+    assert not out["settled"] and not out["PASS"]
+    errors["b"] = {"dcn": {0: 0.15, 1: 0.2, 2: 0.17}, "drmm-ce-rc-nn-h": {0: 0.012, 1: 0.01, 2: 0.011}}
+    out = C.analyse(errors, spec)
+    assert out["settled"] and out["complete"] and not out["PASS"]  # complete: settled, whatever the outcome
+
+
+def test_runs_outside_the_budget_come_last_and_an_unfinished_one_reports_how_far_it_came(tmp_path):
+    import json
+
+    cmds = C.full_commands()
+    outside = C.FULL["outside_budget"]
+    assert [c.split("--out ")[1].split()[0].rsplit("/", 1)[1] for c in cmds[-len(outside):]] == list(outside)
+    plan = {p.out.name: p for p in C.planned_runs(C.FULL, tmp_path / "runs")}
+    assert set(outside) <= set(plan)
+    p = plan[outside[0]]
+    archive = tmp_path / "archive"
+    got = C._not_finished(p, tmp_path / "runs", archive)
+    assert (got["epochs_logged"], got["last_test_error"], got["planned_epochs"]) == (0, None, p.config.epochs)
+    epochs = [{"epoch": e, "test_error": 0.9 - 0.1 * e, "validation_error": 0.9} for e in range(3)]
+    (archive / p.out.name).mkdir(parents=True)
+    (archive / p.out.name / "log.json").write_text(json.dumps({"config": p.config.to_dict(), "epochs": epochs}))
+    got = C._not_finished(p, tmp_path / "runs", archive)
+    assert got["epochs_logged"] == 2 and got["last_test_error"] == pytest.approx(0.7)
+    assert got["command"].startswith("drmm-ref train ") and f"--epochs {p.config.epochs} " in got["command"]
