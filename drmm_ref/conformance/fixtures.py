@@ -1,4 +1,4 @@
-"""Golden fixture files: versioned, checksummed, byte-reproducible ``.npz`` archives of cases.
+"""Golden fixture files: versioned, checksummed ``.npz`` archives of cases, byte-reproducible on one machine.
 
 A fixture file (format ``drmm_ref.conformance``, version :data:`FORMAT_VERSION`) is a zip archive
 readable by ``numpy.load(path, allow_pickle=False)``. It holds one ``.npy`` member per array and a
