@@ -305,3 +305,31 @@ def test_runs_outside_the_budget_come_last_and_an_unfinished_one_reports_how_far
     got = C._not_finished(p, tmp_path / "runs", archive)
     assert got["epochs_logged"] == 2 and got["last_test_error"] == pytest.approx(0.7)
     assert got["command"].startswith("drmm-ref train ") and f"--epochs {p.config.epochs} " in got["command"]
+
+
+def test_a_run_started_again_from_scratch_never_replaces_its_further_archived_log(tmp_path):
+    """Checkpoints lost with a machine: the run starts over; progress reads the archive's further log, and
+    archive_logs keeps it until the new run has caught up."""
+    import json
+
+    root, archive = tmp_path / "runs", tmp_path / "archive"
+    p = C.planned_runs(C.FULL, root)[1]  # a DRMM run (the D1 file is only written for finished ones)
+    epochs = [{"epoch": e, "test_error": 0.5 / (e + 1), "validation_error": 0.5 / (e + 1),
+               "cumulative_train_cpu_seconds": 10.0 * e} for e in range(4)]
+
+    def put(folder, n):
+        (folder / p.out.name).mkdir(parents=True, exist_ok=True)
+        (folder / p.out.name / "log.json").write_text(json.dumps({"config": p.config.to_dict(),
+                                                                  "epochs": epochs[:n]}))
+
+    put(archive, 4)  # 3 epochs archived
+    put(root, 2)  # started again: 1 epoch so far
+    row = next(r for r in C.progress(root, archive) if r["run"] == p.out.name)
+    assert (row["epochs_done"], row["log"]) == (3, "archive")
+    assert C.archive_logs(root, archive, test_images=[]) == []
+    assert len(json.loads((archive / p.out.name / "log.json").read_text())["epochs"]) == 4
+    assert C._not_finished(p, root, archive)["epochs_logged"] == 3
+    put(root, 4)  # caught up: the runs folder's log is archived again (ties go to the runs folder)
+    assert [w.name for w in C.archive_logs(root, archive, test_images=[])] == ["log.json"]
+    row = next(r for r in C.progress(root, archive) if r["run"] == p.out.name)
+    assert (row["epochs_done"], row["log"]) == (3, "runs folder")

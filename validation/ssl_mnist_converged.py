@@ -257,8 +257,7 @@ def labels_table(runs: list[dict], spec: dict) -> dict:
 def _not_finished(p: PlannedRun, root: Path, archive: Path | None = None) -> dict:
     """A planned run outside the budget (``spec["outside_budget"]``) without a finished log: how far it came
     (its log in the runs folder, else the archive) and its command."""
-    found = _claim.find_finished_log(CLAIM.id, p.out.name, p.config, runs=root,
-                                     archive=ARCHIVE if archive is None else archive, finished=False)
+    found = _furthest_log(p, root, ARCHIVE if archive is None else archive)
     logged = [e for e in found[0].get("epochs", []) if e["epoch"] > 0] if found else []
     return {"run": p.out.name, "group": p.group, "net": p.net, "row": p.row, "seed": p.seed,
             "n_labels": p.n_labels, "planned_epochs": p.config.epochs, "epochs_logged": len(logged),
@@ -389,17 +388,30 @@ def slim_log(log: dict) -> dict:
             "epochs": [{k: v for k, v in e.items() if k != "steps"} for e in log["epochs"]]}
 
 
+def _furthest_log(p: PlannedRun, root: Path, archive: Path) -> tuple[dict, str] | None:
+    """The log of ``p`` (finished or not; the planned configuration) that has come furthest: the runs folder's, or
+    the archive's when that has more epochs (a run started again from scratch on a new machine, its checkpoints
+    lost, is behind its archived log until it catches up). ``(log, "runs folder" | "archive")`` or None."""
+    best = None
+    for folder, label in ((root, "runs folder"), (archive, "archive")):
+        found = _claim.find_finished_log(CLAIM.id, p.out.name, p.config, runs=folder, archive=folder,
+                                         finished=False)
+        if found is not None and (best is None or len(found[0].get("epochs", [])) > len(best[0].get("epochs", []))):
+            best = (found[0], label)
+    return best
+
+
 def _logged_runs(root: Path | None, archive: Path, spec: dict):
     """Every planned run with a logged epoch: ``(planned run, its epoch records after epoch 0, where the log is)``,
-    from the runs folder, else the archive (finished or not; the log's configuration must be the planned one)."""
+    from the runs folder or the archive, whichever has come further (:func:`_furthest_log`)."""
     root = runs_root() if root is None else root
     for p in planned_runs(spec, root):
-        found = _claim.find_finished_log(CLAIM.id, p.out.name, p.config, runs=root, archive=archive, finished=False)
+        found = _furthest_log(p, root, archive)
         if found is None:
             yield p, [], "-"
             continue
         log, where = found
-        yield p, [e for e in log.get("epochs", []) if e["epoch"] > 0], where if where == "runs folder" else "archive"
+        yield p, [e for e in log.get("epochs", []) if e["epoch"] > 0], where
 
 
 def progress(root: Path | None = None, archive: Path = ARCHIVE, spec: dict = FULL) -> list[dict]:
@@ -464,10 +476,11 @@ def replace_progress_table(text: str, table: str) -> str:
 def archive_logs(root: Path | None = None, archive: Path = ARCHIVE, test_images=None, spec: dict = FULL
                  ) -> list[Path]:
     """Copy every planned run's log (slim, :func:`slim_log`) from the runs folder into the archive, atomically;
-    unfinished runs too (how far they came). For a finished DRMM run also write :data:`D1_FILE`, its distance
-    from D1's condition on ``test_images`` (default: the first 2,000 MNIST test images, as the record measures
-    it), so that the record can be collected from the archive once the checkpoints are gone. Returns the files
-    written."""
+    unfinished runs too (how far they came), but never over an archived log with more epochs (a run started again
+    from scratch after its checkpoints were lost). For a finished DRMM run also write :data:`D1_FILE`, its
+    distance from D1's condition on ``test_images`` (default: the first 2,000 MNIST test images, as the record
+    measures it), so that the record can be collected from the archive once the checkpoints are gone. Returns the
+    files written."""
     from drmm_ref._files import atomic_write_json, atomic_write_text
     from drmm_ref.io.checkpoint import load_checkpoint
     from drmm_ref.learning.trainer import latest_checkpoint
@@ -479,6 +492,9 @@ def archive_logs(root: Path | None = None, archive: Path = ARCHIVE, test_images=
         if not src.is_file():
             continue
         log = json.loads(src.read_text())
+        kept = archive / p.out.name / "log.json"
+        if kept.is_file() and len(json.loads(kept.read_text()).get("epochs", [])) > len(log.get("epochs", [])):
+            continue  # the archive has come further (the run was started again from scratch): keep it
         written.append(atomic_write_text(archive / p.out.name / "log.json",
                                          json.dumps(slim_log(log), separators=(",", ":")) + "\n"))
         last = latest_checkpoint(root / p.out.name)
