@@ -66,6 +66,9 @@ def test_curves_report_the_last_epoch_and_the_validation_selected_one_beside_it(
     assert (c["epochs"], c["test_error"]) == (3, 0.06)  # the result: the last epoch, nothing chosen on test
     assert (c["selected_epoch"], c["selected_test_error"]) == (2, 0.07)
     assert c["test_error_per_epoch"] == [0.10, 0.07, 0.06]
+    assert c["threads"] == []  # not logged
+    log["epochs"][1]["threads"], log["epochs"][2]["threads"], log["epochs"][3]["threads"] = 1, 2, 2
+    assert C.curves(log)["threads"] == [1, 2]  # resumed with another thread count: both named
 
 
 def test_fig_ssl_converged_plots_a_record(tmp_path):

@@ -201,7 +201,10 @@ def curves(log: dict) -> dict:
             "test_error_per_epoch": [e["test_error"] for e in epochs],
             "validation_error_per_epoch": [e["validation_error"] for e in epochs],
             "train_cpu_seconds": last.get("cumulative_train_cpu_seconds"),
-            "train_seconds": last.get("cumulative_train_seconds")}
+            "train_seconds": last.get("cumulative_train_seconds"),
+            # host threads each epoch trained with (the command names the planned count; a run resumed with
+            # another continues correctly, not bit-identically: docs/guarantees.md)
+            "threads": sorted({e["threads"] for e in epochs if e.get("threads") is not None})}
 
 
 def analyse(errors: dict[str, dict[str, dict[int, float]]], spec: dict) -> dict:
