@@ -7,8 +7,10 @@
 #   DRY_RUN=1 bash results/runs/ssl-mnist-converged/run.sh   # print the commands, run nothing
 #
 # Needs `pip install -e .`. The commands are `python -m validation.ssl_mnist_converged --commands` (20 runs: the 12
-# of the verdict, the relu-topdown extra, the 6 of the N_L table and the 50-epoch extra last; ~25 CPU-hours on the
-# 2-core development machine with subnormals flushed). Each writes
+# of the verdict, the relu-topdown extra, the 6 of the N_L table; the runs outside the budget last, the 50-epoch
+# extra at the very end; ~25 CPU-hours on the first 2-core development machine with subnormals flushed, ~2.9x that
+# on a slower one, docs/ssl.md). `--full` (the last line) trains the missing runs inside the budget and collects
+# the others only when finished. Each writes
 # <out>.log beside its folder under $DRMM_REF_RUNS/ssl-mnist-converged/ (default ~/.cache/drmm_ref/runs) and resumes
 # from its last checkpoint (mid-epoch ones included, every 10 minutes) when started again, so the script can be
 # stopped and started at will. Each run uses one thread (named in its command: a run's numbers depend on it).
