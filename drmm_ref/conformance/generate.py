@@ -77,7 +77,7 @@ def generate(out: str | Path | None = None, groups: list[str] | None = None, *, 
 
 
 #: How far a regenerated expected output may be from the shipped one, relative to the largest magnitude of the
-#: shipped array: the same code on another CPU takes other SIMD paths in the BLAS and in NumPy's ``exp`` (AVX2
+#: shipped array: the same code on another CPU takes other SIMD paths in the BLAS and in NumPy's ``exp`` (e.g. AVX2
 #: against AVX-512 kernels), which differ in the last bits (measured: at most 8.3e-16 of that scale over the four
 #: groups the tests regenerate); 1e-13 is far above that and far below the cases' own tolerance (rtol 1e-10).
 ROUNDING_RTOL = 1e-13
