@@ -21,10 +21,10 @@ Protocol (docs/ssl.md, "The converged runs"), fixed from a measurement of the fa
   cost of one epoch, :data:`BUDGET`: ~14 CPU-hours for the 12 verdict runs). Runs named in
   ``FULL["outside_budget"]`` (the conv-small DCN's seed 2, conv-small-ladder seeds 1 and 2, both rows, and the
   50-epoch extra: the budget was spent before them, docs/ssl.md) are collected by ``--full`` once their logs have
-  finished and never trained by it;
-  until then the record lists them under ``not_finished`` with how far they came. With verdict runs missing
-  there is no PASS, and a FAIL is reported only when it is settled: every DRMM row's mean with the missing
-  seeds at 0% test error (``lowest_possible_mean``) still above the line; otherwise the status is ``measured``.
+  finished and never trained by it; until then the record lists them under ``not_finished`` with how far they
+  came. With verdict runs missing there is no PASS, and a FAIL is reported only when it is settled: every DRMM
+  row's mean with the missing seeds at 0% test error (``lowest_possible_mean``) still above the line; otherwise
+  the status is ``measured``.
 * **Selection.** None on the test set: the **last** epoch's test error is the result; the epoch with the
   lowest validation error is reported beside it with its test error (the validation images are never
   trained on).

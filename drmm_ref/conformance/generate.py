@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="GROUP", choices=sorted(GROUPS), help="write only these groups")
     parser.add_argument("--check", action="store_true",
                         help="regenerate into a temporary folder and compare with the shipped files (the same "
-                             "bytes, or the same cases and inputs with outputs equal to rounding); exit 1 if not")
+                             "bytes, or the same cases with every float array equal to rounding); exit 1 if not")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.check:
         found = check(args.only, args.out)
